@@ -1,0 +1,110 @@
+"""The public `Encoder`: resolves a model to a bundle, then hands the work to the Rust core."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Literal, overload
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _native
+from .export import resolve_bundle
+
+# With a progress bar the texts go to the engine in chunks of this many batches, so the bar
+# moves while the chunks stay large enough to group texts of similar length.
+_BATCHES_PER_PROGRESS_STEP = 8
+
+
+class Encoder:
+    """Embeds text with a sentence-transformers model, giving the vectors sentence-transformers gives.
+
+    `model` is a bundle made by `fastembed_ext.export`, a sentence-transformers or Hugging Face
+    folder (exported once into a cache and reused), or a hub id where a network exists.
+    `threads` sets libtorch's intra-op threads for this process.
+    """
+
+    def __init__(self, model: str | os.PathLike[str], threads: int | None = None) -> None:
+        self._native = _native.Encoder(os.fspath(resolve_bundle(model)), threads)
+
+    @overload
+    def encode(
+        self,
+        texts: str,
+        *,
+        batch_size: int | None = None,
+        normalize: bool | None = None,
+        show_progress_bar: bool = False,
+    ) -> npt.NDArray[np.float32]: ...
+    @overload
+    def encode(
+        self,
+        texts: Iterable[str],
+        *,
+        batch_size: int | None = None,
+        normalize: bool | None = None,
+        show_progress_bar: bool = False,
+    ) -> npt.NDArray[np.float32]: ...
+
+    def encode(
+        self,
+        texts: str | Iterable[str],
+        *,
+        batch_size: int | None = None,
+        normalize: bool | None = None,
+        show_progress_bar: bool = False,
+    ) -> npt.NDArray[np.float32]:
+        """Float32 vectors, C-contiguous: `(len(texts), dim)` for a list, `(dim,)` for one str.
+
+        `normalize=None` follows the model (L2-normalised when it has a Normalize module).
+        """
+        if isinstance(texts, str):
+            return self._native.encode([texts], batch_size, normalize)[0]
+        if not show_progress_bar:
+            return self._native.encode(texts, batch_size, normalize)
+        return self._encode_with_progress(list(texts), batch_size, normalize)
+
+    def _encode_with_progress(
+        self, texts: Sequence[str], batch_size: int | None, normalize: bool | None
+    ) -> npt.NDArray[np.float32]:
+        from tqdm.auto import tqdm
+
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        step = (batch_size or 32) * _BATCHES_PER_PROGRESS_STEP
+        with tqdm(total=len(texts), desc="Encoding", unit="text") as bar:
+            for start in range(0, len(texts), step):
+                chunk = texts[start : start + step]
+                out[start : start + len(chunk)] = self._native.encode(chunk, batch_size, normalize)
+                bar.update(len(chunk))
+        return out
+
+    def tokenize(self, texts: Iterable[str]) -> list[list[int]]:
+        """Token ids each text is embedded with (special tokens added, truncated)."""
+        return self._native.tokenize(texts)
+
+    @property
+    def dim(self) -> int:
+        return self._native.dim
+
+    @property
+    def max_seq_length(self) -> int:
+        return self._native.max_seq_length
+
+    @property
+    def similarity(self) -> Literal["cosine", "dot"]:
+        return self._native.similarity
+
+    @property
+    def normalize(self) -> bool:
+        """Whether the model L2-normalises its vectors by default."""
+        return self._native.normalize
+
+    @property
+    def path(self) -> Path:
+        """The bundle directory the vectors come from."""
+        return Path(self._native.path)
+
+    def __repr__(self) -> str:
+        return repr(self._native)

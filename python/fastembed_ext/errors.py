@@ -1,0 +1,17 @@
+"""Exceptions raised by fastembed_ext. The native module raises these same classes."""
+
+
+class FastembedExtError(Exception):
+    """Base class of every error fastembed_ext raises on purpose."""
+
+
+class ModelLoadError(FastembedExtError):
+    """A model or bundle is missing, unreadable, corrupt or inconsistent."""
+
+
+class UnsupportedModelError(FastembedExtError, ValueError):
+    """The model uses an architecture, pooling or module this engine does not implement."""
+
+
+class EncodeError(FastembedExtError):
+    """Tokenisation or the forward pass failed on a batch."""

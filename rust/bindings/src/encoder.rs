@@ -1,0 +1,144 @@
+use std::path::PathBuf;
+
+use fastembed_core::{EncodeOptions, Embeddings, Encoder};
+use numpy::{PyArray1, PyArray2, PyArrayMethods};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+
+use crate::errors::to_py_err;
+
+/// A loaded model bundle. Safe to share between threads: `encode` runs without the GIL.
+#[pyclass(name = "Encoder", module = "fastembed_ext._native", frozen)]
+pub struct PyEncoder {
+    inner: Encoder,
+}
+
+#[pymethods]
+impl PyEncoder {
+    #[new]
+    #[pyo3(signature = (bundle, threads = None))]
+    fn new(py: Python<'_>, bundle: PathBuf, threads: Option<i64>) -> PyResult<Self> {
+        if let Some(threads) = threads {
+            fastembed_core::set_num_threads(positive("threads", threads)?);
+        }
+        let inner = py.detach(|| Encoder::load(&bundle)).map_err(to_py_err)?;
+        Ok(Self { inner })
+    }
+
+    /// Embeds a sequence of str; returns float32 `(len(texts), dim)`, C-contiguous.
+    #[pyo3(signature = (texts, batch_size = None, normalize = None))]
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &Bound<'py, PyAny>,
+        batch_size: Option<i64>,
+        normalize: Option<bool>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let texts = owned_texts(texts)?;
+        let options = EncodeOptions {
+            batch_size: batch_size.map(|size| positive("batch_size", size)).transpose()?,
+            normalize,
+        };
+        let Embeddings { data, rows, dim } =
+            py.detach(|| self.inner.encode(&texts, &options)).map_err(to_py_err)?;
+        // The Vec becomes the array's buffer as it is; reshape only makes a view.
+        PyArray1::from_vec(py, data).reshape([rows, dim])
+    }
+
+    /// Token ids each text is embedded with: special tokens added, truncated at max_seq_length.
+    fn tokenize(&self, py: Python<'_>, texts: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u32>>> {
+        let texts = owned_texts(texts)?;
+        py.detach(|| self.inner.tokenize(&texts)).map_err(to_py_err)
+    }
+
+    #[getter]
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+
+    #[getter]
+    fn max_seq_length(&self) -> usize {
+        self.inner.manifest().max_seq_length
+    }
+
+    #[getter]
+    fn similarity(&self) -> &'static str {
+        self.inner.manifest().similarity.as_str()
+    }
+
+    #[getter]
+    fn normalize(&self) -> bool {
+        self.inner.manifest().normalize
+    }
+
+    #[getter]
+    fn architecture(&self) -> &str {
+        &self.inner.manifest().architecture
+    }
+
+    #[getter]
+    fn dtype(&self) -> &str {
+        &self.inner.manifest().dtype
+    }
+
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.inner.dir().to_owned()
+    }
+
+    fn __repr__(&self) -> String {
+        let manifest = self.inner.manifest();
+        format!(
+            "Encoder(path={:?}, architecture={:?}, dim={}, max_seq_length={}, similarity={:?})",
+            self.inner.dir(),
+            manifest.architecture,
+            manifest.dim,
+            manifest.max_seq_length,
+            manifest.similarity.as_str()
+        )
+    }
+}
+
+/// Copies the texts out of Python objects so the encoder can run without the GIL.
+fn owned_texts(texts: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    if texts.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err("texts must be a sequence of str, not a single str"));
+    }
+    let items = texts.try_iter().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "texts must be a sequence of str, not {}",
+            type_name(texts)
+        ))
+    })?;
+    let mut owned = Vec::with_capacity(texts.len().unwrap_or(0));
+    for (index, item) in items.enumerate() {
+        let item = item?;
+        let Ok(text) = item.cast::<PyString>() else {
+            return Err(PyTypeError::new_err(format!(
+                "texts[{index}] is {}, expected str",
+                type_name(&item)
+            )));
+        };
+        let text = text.to_str().map_err(|err| {
+            PyValueError::new_err(format!("texts[{index}] cannot be encoded as UTF-8: {err}"))
+        })?;
+        owned.push(text.to_owned());
+    }
+    Ok(owned)
+}
+
+fn type_name(object: &Bound<'_, PyAny>) -> String {
+    object
+        .get_type()
+        .name()
+        .map(|name| name.to_string())
+        .unwrap_or_else(|_| "an object".to_owned())
+}
+
+pub fn positive(name: &str, value: i64) -> PyResult<usize> {
+    usize::try_from(value)
+        .ok()
+        .filter(|&value| value > 0)
+        .ok_or_else(|| PyValueError::new_err(format!("{name} must be a positive integer, got {value}")))
+}

@@ -1,0 +1,29 @@
+//! `fastembed_ext._native`: a thin PyO3 layer over fastembed-ext-core. It converts arguments,
+//! releases the GIL around the Rust work and maps core errors to the package's exceptions.
+
+use pyo3::prelude::*;
+
+mod encoder;
+mod errors;
+
+/// Sets libtorch's intra-op thread count for this process.
+#[pyfunction]
+fn set_num_threads(threads: i64) -> PyResult<()> {
+    fastembed_core::set_num_threads(encoder::positive("threads", threads)?);
+    Ok(())
+}
+
+/// libtorch's intra-op thread count for this process.
+#[pyfunction]
+fn num_threads() -> usize {
+    fastembed_core::num_threads()
+}
+
+#[pymodule]
+fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<encoder::PyEncoder>()?;
+    module.add_function(wrap_pyfunction!(set_num_threads, module)?)?;
+    module.add_function(wrap_pyfunction!(num_threads, module)?)?;
+    module.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,132 @@
+use std::path::{Path, PathBuf};
+
+use tch::Tensor;
+
+use crate::error::{Error, Result};
+use crate::manifest::{Manifest, MANIFEST_FILE};
+use crate::model::Backbone;
+use crate::pool;
+use crate::tokenize::{Batch, TextTokenizer};
+
+/// Rows per forward pass when the caller does not say; sentence-transformers' default.
+pub const DEFAULT_BATCH_SIZE: usize = 32;
+
+/// Per-call choices; `None` means the model's own setting.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EncodeOptions {
+    pub batch_size: Option<usize>,
+    pub normalize: Option<bool>,
+}
+
+/// Row-major `rows × dim` float32 vectors, in the order the texts were given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    pub data: Vec<f32>,
+    pub rows: usize,
+    pub dim: usize,
+}
+
+impl Embeddings {
+    pub fn row(&self, index: usize) -> &[f32] {
+        &self.data[index * self.dim..(index + 1) * self.dim]
+    }
+}
+
+/// A loaded bundle. Immutable after loading, so one `Encoder` can serve many threads at once.
+pub struct Encoder {
+    dir: PathBuf,
+    manifest: Manifest,
+    tokenizer: TextTokenizer,
+    backbone: Backbone,
+}
+
+impl Encoder {
+    /// Loads the bundle at `dir` and checks, with one tiny forward pass, that the backbone's
+    /// output width is the `dim` the manifest promises.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        if !dir.is_dir() {
+            return Err(Error::bundle(dir, "not a directory (expected a fastembed_ext model bundle)"));
+        }
+        let manifest = Manifest::load(dir)?;
+        let tokenizer =
+            TextTokenizer::load(&dir.join("tokenizer.json"), manifest.max_seq_length, manifest.pad_token_id)?;
+        let backbone = Backbone::load(&dir.join("model.pt"))?;
+        let encoder = Self { dir: dir.to_owned(), manifest, tokenizer, backbone };
+        encoder.check_width()?;
+        Ok(encoder)
+    }
+
+    fn check_width(&self) -> Result<()> {
+        let ids = self.tokenizer.encode(&["fastembed_ext"])?;
+        let batch = Batch::pad(&[ids[0].as_slice()], self.tokenizer.pad_token_id());
+        let width = tch::no_grad(|| self.backbone.token_embeddings(&batch.input_ids, &batch.attention_mask))
+            .map_err(|err| Error::bundle(self.dir.join("model.pt"), err))?
+            .size()[2];
+        if usize::try_from(width).ok() != Some(self.manifest.dim) {
+            return Err(Error::bundle(
+                self.dir.join(MANIFEST_FILE),
+                format!(
+                    "says dim {} but model.pt produces vectors of width {width}; re-export the model",
+                    self.manifest.dim
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn dim(&self) -> usize {
+        self.manifest.dim
+    }
+
+    /// Token ids each text is run with (special tokens added, truncated at `max_seq_length`).
+    pub fn tokenize<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<u32>>> {
+        self.tokenizer.encode(texts)
+    }
+
+    /// Embeds `texts`. Rows are grouped by token count before batching so little compute goes to
+    /// padding; the mask keeps each vector independent of its batch companions.
+    pub fn encode<S: AsRef<str> + Sync>(&self, texts: &[S], options: &EncodeOptions) -> Result<Embeddings> {
+        let batch_size = options.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
+        if batch_size == 0 {
+            return Err(Error::InvalidArgument("batch_size must be at least 1".to_owned()));
+        }
+        let normalize = options.normalize.unwrap_or(self.manifest.normalize);
+        let dim = self.manifest.dim;
+        let token_ids = self.tokenizer.encode(texts)?;
+
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&index| std::cmp::Reverse(token_ids[index].len()));
+
+        let mut data = vec![0.0_f32; texts.len() * dim];
+        let mut pooled_rows = Vec::with_capacity(batch_size * dim);
+        for indices in order.chunks(batch_size) {
+            let rows: Vec<&[u32]> = indices.iter().map(|&index| token_ids[index].as_slice()).collect();
+            let pooled = self.embed_batch(&rows, normalize)?;
+            pooled_rows.resize(indices.len() * dim, 0.0);
+            pooled.f_copy_data(&mut pooled_rows, indices.len() * dim)?;
+            for (&index, vector) in indices.iter().zip(pooled_rows.chunks_exact(dim)) {
+                data[index * dim..(index + 1) * dim].copy_from_slice(vector);
+            }
+        }
+        Ok(Embeddings { data, rows: texts.len(), dim })
+    }
+
+    fn embed_batch(&self, rows: &[&[u32]], normalize: bool) -> Result<Tensor> {
+        let batch = Batch::pad(rows, self.tokenizer.pad_token_id());
+        tch::no_grad(|| {
+            let tokens = self.backbone.token_embeddings(&batch.input_ids, &batch.attention_mask)?;
+            let pooled = pool::masked_mean(&tokens, &batch.attention_mask);
+            let pooled = if normalize { pool::l2_normalize(&pooled) } else { pooled };
+            Ok(pooled.contiguous())
+        })
+    }
+}

@@ -1,0 +1,40 @@
+//! The TorchScript backbone: `(input_ids, attention_mask)` → token embeddings `[rows, tokens, dim]`.
+
+use std::path::Path;
+
+use tch::{CModule, Device, Kind, Tensor};
+
+use crate::error::{Error, Result};
+
+pub struct Backbone {
+    module: CModule,
+}
+
+impl Backbone {
+    pub fn load(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            return Err(Error::bundle(path, "missing: the bundle has no TorchScript backbone"));
+        }
+        let mut module = CModule::load_on_device(path, Device::Cpu).map_err(|err| {
+            Error::bundle(path, format!("not a loadable TorchScript module: {}", first_line(&err.to_string())))
+        })?;
+        module.set_eval();
+        Ok(Self { module })
+    }
+
+    /// Token embeddings of a padded batch, float32 `[rows, tokens, dim]`. Call under `no_grad`.
+    pub fn token_embeddings(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+        let output = self.module.forward_ts(&[input_ids, attention_mask])?;
+        let (rows, tokens) = input_ids.size2()?;
+        match output.size().as_slice() {
+            [r, t, _] if *r == rows && *t == tokens => Ok(output.to_kind(Kind::Float)),
+            shape => Err(Error::Forward(format!(
+                "the backbone returned shape {shape:?} for input [{rows}, {tokens}]; expected [{rows}, {tokens}, dim]"
+            ))),
+        }
+    }
+}
+
+fn first_line(message: &str) -> &str {
+    message.lines().find(|line| !line.trim().is_empty()).unwrap_or(message)
+}
