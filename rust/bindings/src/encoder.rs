@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use fastembed_core::{EncodeOptions, Embeddings, Encoder};
+use fastembed_core::{Embeddings, EncodeOptions, Encoder};
 use numpy::{PyArray1, PyArray2, PyArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -37,11 +37,14 @@ impl PyEncoder {
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let texts = owned_texts(texts)?;
         let options = EncodeOptions {
-            batch_size: batch_size.map(|size| positive("batch_size", size)).transpose()?,
+            batch_size: batch_size
+                .map(|size| positive("batch_size", size))
+                .transpose()?,
             normalize,
         };
-        let Embeddings { data, rows, dim } =
-            py.detach(|| self.inner.encode(&texts, &options)).map_err(to_py_err)?;
+        let Embeddings { data, rows, dim } = py
+            .detach(|| self.inner.encode(&texts, &options))
+            .map_err(to_py_err)?;
         // The Vec becomes the array's buffer as it is; reshape only makes a view.
         PyArray1::from_vec(py, data).reshape([rows, dim])
     }
@@ -103,7 +106,9 @@ impl PyEncoder {
 /// Copies the texts out of Python objects so the encoder can run without the GIL.
 fn owned_texts(texts: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     if texts.is_instance_of::<PyString>() {
-        return Err(PyTypeError::new_err("texts must be a sequence of str, not a single str"));
+        return Err(PyTypeError::new_err(
+            "texts must be a sequence of str, not a single str",
+        ));
     }
     let items = texts.try_iter().map_err(|_| {
         PyTypeError::new_err(format!(
@@ -140,5 +145,7 @@ pub fn positive(name: &str, value: i64) -> PyResult<usize> {
     usize::try_from(value)
         .ok()
         .filter(|&value| value > 0)
-        .ok_or_else(|| PyValueError::new_err(format!("{name} must be a positive integer, got {value}")))
+        .ok_or_else(|| {
+            PyValueError::new_err(format!("{name} must be a positive integer, got {value}"))
+        })
 }

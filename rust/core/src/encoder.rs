@@ -46,13 +46,24 @@ impl Encoder {
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         if !dir.is_dir() {
-            return Err(Error::bundle(dir, "not a directory (expected a fastembed_ext model bundle)"));
+            return Err(Error::bundle(
+                dir,
+                "not a directory (expected a fastembed_ext model bundle)",
+            ));
         }
         let manifest = Manifest::load(dir)?;
-        let tokenizer =
-            TextTokenizer::load(&dir.join("tokenizer.json"), manifest.max_seq_length, manifest.pad_token_id)?;
+        let tokenizer = TextTokenizer::load(
+            &dir.join("tokenizer.json"),
+            manifest.max_seq_length,
+            manifest.pad_token_id,
+        )?;
         let backbone = Backbone::load(&dir.join("model.pt"))?;
-        let encoder = Self { dir: dir.to_owned(), manifest, tokenizer, backbone };
+        let encoder = Self {
+            dir: dir.to_owned(),
+            manifest,
+            tokenizer,
+            backbone,
+        };
         encoder.check_width()?;
         Ok(encoder)
     }
@@ -60,9 +71,12 @@ impl Encoder {
     fn check_width(&self) -> Result<()> {
         let ids = self.tokenizer.encode(&["fastembed_ext"])?;
         let batch = Batch::pad(&[ids[0].as_slice()], self.tokenizer.pad_token_id());
-        let width = tch::no_grad(|| self.backbone.token_embeddings(&batch.input_ids, &batch.attention_mask))
-            .map_err(|err| Error::bundle(self.dir.join("model.pt"), err))?
-            .size()[2];
+        let width = tch::no_grad(|| {
+            self.backbone
+                .token_embeddings(&batch.input_ids, &batch.attention_mask)
+        })
+        .map_err(|err| Error::bundle(self.dir.join("model.pt"), err))?
+        .size()[2];
         if usize::try_from(width).ok() != Some(self.manifest.dim) {
             return Err(Error::bundle(
                 self.dir.join(MANIFEST_FILE),
@@ -94,10 +108,16 @@ impl Encoder {
 
     /// Embeds `texts`. Rows are grouped by token count before batching so little compute goes to
     /// padding; the mask keeps each vector independent of its batch companions.
-    pub fn encode<S: AsRef<str> + Sync>(&self, texts: &[S], options: &EncodeOptions) -> Result<Embeddings> {
+    pub fn encode<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        options: &EncodeOptions,
+    ) -> Result<Embeddings> {
         let batch_size = options.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
         if batch_size == 0 {
-            return Err(Error::InvalidArgument("batch_size must be at least 1".to_owned()));
+            return Err(Error::InvalidArgument(
+                "batch_size must be at least 1".to_owned(),
+            ));
         }
         let normalize = options.normalize.unwrap_or(self.manifest.normalize);
         let dim = self.manifest.dim;
@@ -109,7 +129,10 @@ impl Encoder {
         let mut data = vec![0.0_f32; texts.len() * dim];
         let mut pooled_rows = Vec::with_capacity(batch_size * dim);
         for indices in order.chunks(batch_size) {
-            let rows: Vec<&[u32]> = indices.iter().map(|&index| token_ids[index].as_slice()).collect();
+            let rows: Vec<&[u32]> = indices
+                .iter()
+                .map(|&index| token_ids[index].as_slice())
+                .collect();
             let pooled = self.embed_batch(&rows, normalize)?;
             pooled_rows.resize(indices.len() * dim, 0.0);
             pooled.f_copy_data(&mut pooled_rows, indices.len() * dim)?;
@@ -117,15 +140,25 @@ impl Encoder {
                 data[index * dim..(index + 1) * dim].copy_from_slice(vector);
             }
         }
-        Ok(Embeddings { data, rows: texts.len(), dim })
+        Ok(Embeddings {
+            data,
+            rows: texts.len(),
+            dim,
+        })
     }
 
     fn embed_batch(&self, rows: &[&[u32]], normalize: bool) -> Result<Tensor> {
         let batch = Batch::pad(rows, self.tokenizer.pad_token_id());
         tch::no_grad(|| {
-            let tokens = self.backbone.token_embeddings(&batch.input_ids, &batch.attention_mask)?;
+            let tokens = self
+                .backbone
+                .token_embeddings(&batch.input_ids, &batch.attention_mask)?;
             let pooled = pool::masked_mean(&tokens, &batch.attention_mask);
-            let pooled = if normalize { pool::l2_normalize(&pooled) } else { pooled };
+            let pooled = if normalize {
+                pool::l2_normalize(&pooled)
+            } else {
+                pooled
+            };
             Ok(pooled.contiguous())
         })
     }

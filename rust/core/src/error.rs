@@ -24,7 +24,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn bundle(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
-        Self::Bundle { path: path.into(), message: message.to_string() }
+        Self::Bundle {
+            path: path.into(),
+            message: message.to_string(),
+        }
     }
 }
 

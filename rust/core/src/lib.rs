@@ -12,7 +12,7 @@ pub mod model;
 pub mod pool;
 pub mod tokenize;
 
-pub use encoder::{EncodeOptions, Encoder, Embeddings};
+pub use encoder::{Embeddings, EncodeOptions, Encoder};
 pub use error::{Error, Result};
 pub use manifest::{Manifest, Similarity, MANIFEST_FILE};
 

@@ -65,7 +65,12 @@ impl Manifest {
     }
 
     fn check(&self, path: &Path) -> Result<()> {
-        let unsupported = |what: String| Err(Error::Unsupported { path: path.to_owned(), what });
+        let unsupported = |what: String| {
+            Err(Error::Unsupported {
+                path: path.to_owned(),
+                what,
+            })
+        };
         if self.format_version != FORMAT_VERSION {
             return unsupported(format!(
                 "format_version {} (this build reads {FORMAT_VERSION}; re-export the model)",
@@ -73,7 +78,10 @@ impl Manifest {
             ));
         }
         if self.pooling != "mean" {
-            return unsupported(format!("pooling {:?} (only \"mean\" is implemented)", self.pooling));
+            return unsupported(format!(
+                "pooling {:?} (only \"mean\" is implemented)",
+                self.pooling
+            ));
         }
         if self.input_names != ["input_ids", "attention_mask"] {
             return unsupported(format!(
@@ -84,7 +92,10 @@ impl Manifest {
         if self.dim == 0 || self.max_seq_length < 2 {
             return Err(Error::bundle(
                 path,
-                format!("dim {} / max_seq_length {} are not usable", self.dim, self.max_seq_length),
+                format!(
+                    "dim {} / max_seq_length {} are not usable",
+                    self.dim, self.max_seq_length
+                ),
             ));
         }
         Ok(())

@@ -13,10 +13,19 @@ pub struct Backbone {
 impl Backbone {
     pub fn load(path: &Path) -> Result<Self> {
         if !path.is_file() {
-            return Err(Error::bundle(path, "missing: the bundle has no TorchScript backbone"));
+            return Err(Error::bundle(
+                path,
+                "missing: the bundle has no TorchScript backbone",
+            ));
         }
         let mut module = CModule::load_on_device(path, Device::Cpu).map_err(|err| {
-            Error::bundle(path, format!("not a loadable TorchScript module: {}", first_line(&err.to_string())))
+            Error::bundle(
+                path,
+                format!(
+                    "not a loadable TorchScript module: {}",
+                    first_line(&err.to_string())
+                ),
+            )
         })?;
         module.set_eval();
         Ok(Self { module })
@@ -36,5 +45,8 @@ impl Backbone {
 }
 
 fn first_line(message: &str) -> &str {
-    message.lines().find(|line| !line.trim().is_empty()).unwrap_or(message)
+    message
+        .lines()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or(message)
 }

@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use tch::Tensor;
-use tokenizers::{PaddingParams, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{
+    PaddingParams, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
+};
 
 use crate::error::{Error, Result};
 
@@ -26,12 +28,20 @@ impl TextTokenizer {
                 stride: 0,
                 direction: TruncationDirection::Right,
             }))
-            .map_err(|err| Error::bundle(path, format!("cannot truncate at {max_seq_length}: {err}")))?;
+            .map_err(|err| {
+                Error::bundle(path, format!("cannot truncate at {max_seq_length}: {err}"))
+            })?;
         inner.with_padding(None::<PaddingParams>);
         if inner.id_to_token(pad_token_id).is_none() {
-            return Err(Error::bundle(path, format!("pad_token_id {pad_token_id} is not in the vocabulary")));
+            return Err(Error::bundle(
+                path,
+                format!("pad_token_id {pad_token_id} is not in the vocabulary"),
+            ));
         }
-        Ok(Self { inner, pad_token_id: i64::from(pad_token_id) })
+        Ok(Self {
+            inner,
+            pad_token_id: i64::from(pad_token_id),
+        })
     }
 
     /// Token ids of each text, special tokens added, truncated; no padding.
@@ -41,7 +51,10 @@ impl TextTokenizer {
             .inner
             .encode_batch_fast(inputs, true)
             .map_err(|err| Error::Tokenize(err.to_string()))?;
-        Ok(encodings.into_iter().map(|encoding| encoding.get_ids().to_vec()).collect())
+        Ok(encodings
+            .into_iter()
+            .map(|encoding| encoding.get_ids().to_vec())
+            .collect())
     }
 
     pub fn pad_token_id(&self) -> i64 {
@@ -63,7 +76,10 @@ impl Batch {
         let mut attention_mask = vec![0_i64; rows.len() * longest];
         for (row, ids) in rows.iter().enumerate() {
             let start = row * longest;
-            for (slot, &id) in input_ids[start..start + ids.len()].iter_mut().zip(ids.iter()) {
+            for (slot, &id) in input_ids[start..start + ids.len()]
+                .iter_mut()
+                .zip(ids.iter())
+            {
                 *slot = i64::from(id);
             }
             attention_mask[start..start + ids.len()].fill(1);
@@ -73,5 +89,22 @@ impl Batch {
             input_ids: Tensor::from_slice(&input_ids).view(shape),
             attention_mask: Tensor::from_slice(&attention_mask).view(shape),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pads_right_to_the_longest_row_and_keeps_ids_past_u16() {
+        let long: &[u32] = &[101, 70_000, 65_536, 102];
+        let short: &[u32] = &[101, 102];
+        let batch = Batch::pad(&[long, short], 1);
+        assert_eq!(batch.input_ids.size(), [2, 4]);
+        let ids = Vec::<i64>::try_from(batch.input_ids.view(-1)).unwrap();
+        let mask = Vec::<i64>::try_from(batch.attention_mask.view(-1)).unwrap();
+        assert_eq!(ids, [101, 70_000, 65_536, 102, 101, 102, 1, 1]);
+        assert_eq!(mask, [1, 1, 1, 1, 1, 1, 0, 0]);
     }
 }

@@ -1,0 +1,213 @@
+#![allow(clippy::unwrap_used)]
+//! Integration tests over a real bundle: the MiniLM bundle `make test` exports and names in
+//! FASTEMBED_EXT_TEST_BUNDLE. Its absence is a failure, not a skip.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use fastembed_core::{EncodeOptions, Encoder, Error, Similarity, MANIFEST_FILE};
+
+fn bundle() -> PathBuf {
+    let dir = std::env::var_os("FASTEMBED_EXT_TEST_BUNDLE")
+        .expect("FASTEMBED_EXT_TEST_BUNDLE must name a MiniLM bundle (make test-rust exports one)");
+    PathBuf::from(dir)
+}
+
+/// A copy of the test bundle that a test may damage.
+fn copy_of_bundle() -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    for name in ["model.pt", "tokenizer.json", MANIFEST_FILE] {
+        fs::copy(bundle().join(name), copy.path().join(name)).unwrap();
+    }
+    copy
+}
+
+fn edit_manifest(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join(MANIFEST_FILE);
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut manifest);
+    fs::write(path, manifest.to_string()).unwrap();
+}
+
+fn load_error(dir: &Path) -> Error {
+    match Encoder::load(dir) {
+        Ok(_) => panic!("{} loaded although it is broken", dir.display()),
+        Err(err) => err,
+    }
+}
+
+#[test]
+fn encodes_unit_vectors_of_the_manifest_width() {
+    let encoder = Encoder::load(bundle()).unwrap();
+    assert_eq!(encoder.dim(), 384);
+    assert_eq!(encoder.manifest().similarity, Similarity::Cosine);
+    let texts = ["", "a", "The quick brown fox jumps over the lazy dog."];
+    let embeddings = encoder.encode(&texts, &EncodeOptions::default()).unwrap();
+    assert_eq!((embeddings.rows, embeddings.dim), (3, 384));
+    for row in 0..3 {
+        let norm: f32 = embeddings
+            .row(row)
+            .iter()
+            .map(|x| x * x)
+            .sum::<f32>()
+            .sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "row {row} has norm {norm}");
+    }
+    let raw = encoder
+        .encode(
+            &texts,
+            &EncodeOptions {
+                normalize: Some(false),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let norm: f32 = raw.row(2).iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!(
+        (norm - 1.0).abs() > 1e-3,
+        "normalize=false still gave a unit vector"
+    );
+}
+
+#[test]
+fn a_vector_does_not_depend_on_its_batch() {
+    let encoder = Encoder::load(bundle()).unwrap();
+    let long = "padding makes this row much longer than the others ".repeat(20);
+    let texts = ["short text", long.as_str(), "another one", "x"];
+    let together = encoder.encode(&texts, &EncodeOptions::default()).unwrap();
+    for (index, text) in texts.iter().enumerate() {
+        let alone = encoder.encode(&[*text], &EncodeOptions::default()).unwrap();
+        let diff = alone
+            .row(0)
+            .iter()
+            .zip(together.row(index))
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(diff < 1e-5, "texts[{index}] differs by {diff} when batched");
+    }
+    let one_by_one = encoder
+        .encode(
+            &texts,
+            &EncodeOptions {
+                batch_size: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let diff = one_by_one
+        .data
+        .iter()
+        .zip(&together.data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(diff < 1e-5, "batch_size=1 differs by {diff}");
+}
+
+#[test]
+fn truncates_at_max_seq_length_special_tokens_included() {
+    let encoder = Encoder::load(bundle()).unwrap();
+    let ids = encoder.tokenize(&["word ".repeat(1000)]).unwrap();
+    assert_eq!(ids[0].len(), 256);
+    assert_eq!(
+        (ids[0][0], ids[0][255]),
+        (101, 102),
+        "[CLS] … [SEP] must survive truncation"
+    );
+}
+
+#[test]
+fn empty_input_gives_no_rows_and_zero_batch_size_is_refused() {
+    let encoder = Encoder::load(bundle()).unwrap();
+    let none: [&str; 0] = [];
+    let embeddings = encoder.encode(&none, &EncodeOptions::default()).unwrap();
+    assert_eq!((embeddings.rows, embeddings.data.len()), (0, 0));
+    let err = encoder
+        .encode(
+            &["a"],
+            &EncodeOptions {
+                batch_size: Some(0),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.to_string(), "batch_size must be at least 1");
+}
+
+#[test]
+fn a_manifest_that_disagrees_with_the_model_width_is_refused() {
+    let copy = copy_of_bundle();
+    edit_manifest(copy.path(), |manifest| manifest["dim"] = 768.into());
+    let err = load_error(copy.path());
+    assert!(matches!(err, Error::Bundle { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains(MANIFEST_FILE)
+            && message.contains("says dim 768 but model.pt produces vectors of width 384"),
+        "{message}"
+    );
+}
+
+#[test]
+fn missing_and_corrupt_files_are_named() {
+    let copy = copy_of_bundle();
+    fs::remove_file(copy.path().join("model.pt")).unwrap();
+    let message = load_error(copy.path()).to_string();
+    assert!(message.contains("model.pt: missing"), "{message}");
+
+    let copy = copy_of_bundle();
+    fs::write(copy.path().join("tokenizer.json"), "{ not json").unwrap();
+    let message = load_error(copy.path()).to_string();
+    assert!(
+        message.contains("tokenizer.json: not a valid tokenizer.json"),
+        "{message}"
+    );
+
+    let copy = copy_of_bundle();
+    fs::write(copy.path().join("model.pt"), b"not a zip archive").unwrap();
+    let message = load_error(copy.path()).to_string();
+    assert!(
+        message.contains("model.pt: not a loadable TorchScript module"),
+        "{message}"
+    );
+}
+
+#[test]
+fn unsupported_manifests_say_what_is_unsupported() {
+    let copy = copy_of_bundle();
+    edit_manifest(copy.path(), |manifest| manifest["pooling"] = "cls".into());
+    let err = load_error(copy.path());
+    assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .ends_with("unsupported pooling \"cls\" (only \"mean\" is implemented)"),
+        "{err}"
+    );
+
+    let copy = copy_of_bundle();
+    edit_manifest(copy.path(), |manifest| {
+        manifest["format_version"] = 99.into()
+    });
+    assert!(load_error(copy.path())
+        .to_string()
+        .contains("unsupported format_version 99"));
+}
+
+#[test]
+fn encoder_is_shared_across_threads() {
+    fn assert_sync<T: Send + Sync>() {}
+    assert_sync::<Encoder>();
+    let encoder = Encoder::load(bundle()).unwrap();
+    let texts: Vec<String> = (0..16)
+        .map(|i| format!("sentence number {i} about something"))
+        .collect();
+    let serial = encoder.encode(&texts, &EncodeOptions::default()).unwrap();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| encoder.encode(&texts, &EncodeOptions::default()).unwrap()))
+            .collect();
+        for handle in handles {
+            assert_eq!(handle.join().unwrap().data, serial.data);
+        }
+    });
+}
