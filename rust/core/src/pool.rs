@@ -24,6 +24,7 @@ pub fn l2_normalize(rows: &Tensor) -> Tensor {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
