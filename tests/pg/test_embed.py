@@ -1,0 +1,232 @@
+"""embed(), embed_batch(), the model registry and the errors, against a real server."""
+
+from __future__ import annotations
+
+import numpy as np
+import psycopg
+import pytest
+from pg_helpers import assert_same_vectors, fetch_vector
+
+TEXTS = [
+    "A man is playing a guitar on stage.",
+    "The new movie is awesome",
+    "PostgreSQL stores the vectors next to the rows they describe.",
+    "",
+    "Ünïcödé, emoji 🙂 and a rather long sentence " + "that keeps going " * 80,
+]
+
+
+def test_extension_objects(conn):
+    row = conn.execute(
+        "SELECT extversion, n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+        "WHERE extname = 'fastembed_ext'"
+    ).fetchone()
+    assert row == ("0.1.0", "public")
+    deps = {r[0] for r in conn.execute("SELECT extname FROM pg_extension")}
+    assert {"vector", "plpython3u", "fastembed_ext"} <= deps
+    vol = dict(
+        conn.execute(
+            "SELECT p.oid::regprocedure::text, p.provolatile || p.proisstrict::text || p.proparallel "
+            "FROM pg_proc p WHERE p.proname IN ('embed', 'embed_batch')"
+        ).fetchall()
+    )
+    assert vol == {
+        "embed(text)": "itrues",
+        "embed(text,text)": "itrues",
+        "embed_batch(text[])": "itrues",
+        "embed_batch(text[],text)": "itrues",
+    }
+
+
+def test_models_view(conn, minilm_path):
+    rows = conn.execute("SELECT name, dim, similarity, max_seq_length, path FROM fastembed_ext.models").fetchall()
+    assert ("minilm", 384, "cosine", 256, str(minilm_path)) in rows
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_embed_equals_python(conn, encoder, text):
+    got = fetch_vector(conn, "embed(%s, 'minilm')", (text,))
+    assert_same_vectors(got, encoder.encode(text))
+
+
+def test_embed_default_model(conn, encoder):
+    # pg install set the database's default; a session may override it
+    assert conn.execute("SHOW fastembed_ext.default_model").fetchone()[0] == "minilm"
+    assert_same_vectors(fetch_vector(conn, "embed(%s)", (TEXTS[0],)), encoder.encode(TEXTS[0]))
+    conn.execute("SET fastembed_ext.default_model = 'nonesuch'")
+    with pytest.raises(psycopg.errors.UndefinedObject):
+        conn.execute("SELECT embed('x')")
+
+
+def test_embed_by_path(conn, encoder, minilm_path):
+    got = fetch_vector(conn, "embed(%s, %s)", (TEXTS[1], str(minilm_path)))
+    assert_same_vectors(got, encoder.encode(TEXTS[1]))
+
+
+def test_null_in_null_out(conn):
+    assert conn.execute("SELECT embed(NULL), embed(NULL, 'minilm'), embed('x', NULL)").fetchone() == (
+        None,
+        None,
+        None,
+    )
+
+
+def test_embed_batch_equals_python(conn, encoder):
+    texts = [TEXTS[0], None, TEXTS[1], TEXTS[4]]
+    rows = conn.execute(
+        "SELECT v::real[] FROM unnest(embed_batch(%s::text[], 'minilm')) WITH ORDINALITY AS u(v, i) ORDER BY i",
+        (texts,),
+    ).fetchall()
+    assert len(rows) == 4 and rows[1][0] is None
+    want = encoder.encode([TEXTS[0], TEXTS[1], TEXTS[4]])
+    for got, w in zip([rows[0][0], rows[2][0], rows[3][0]], want):
+        assert_same_vectors(got, w, atol=1e-5)
+    assert conn.execute("SELECT embed_batch(NULL::text[]), cardinality(embed_batch('{}'::text[]))").fetchone() == (
+        None,
+        0,
+    )
+
+
+def test_vectors_are_normalised_and_semantic(conn):
+    row = conn.execute(
+        """SELECT vector_norm(embed('A man is eating food.', 'minilm')),
+                  1 - (embed('A man is eating food.', 'minilm') <=> embed('A man is eating a meal.', 'minilm')),
+                  1 - (embed('A man is eating food.', 'minilm') <=> embed('The stock market fell.', 'minilm'))"""
+    ).fetchone()
+    assert row[0] == pytest.approx(1.0, abs=1e-5)
+    assert row[1] > 0.7 > row[2]
+
+
+def test_unknown_model_error_names_it_with_hint(conn):
+    with pytest.raises(psycopg.errors.UndefinedObject) as ei:
+        conn.execute("SELECT embed('x', 'no_such_model')")
+    diag = ei.value.diag
+    assert '"no_such_model"' in diag.message_primary
+    assert "register_model" in diag.message_hint
+    assert "minilm" in diag.message_detail
+
+
+def test_unreadable_path_errors(conn):
+    with pytest.raises(psycopg.Error) as ei:
+        conn.execute("SELECT embed('x', '/nonexistent/model')")
+    assert "/nonexistent/model" in ei.value.diag.message_primary
+    assert ei.value.diag.message_hint
+
+
+def test_path_models_need_privilege(conn, dsn, minilm_path):
+    conn.execute("DROP ROLE IF EXISTS fe_plain")
+    conn.execute("CREATE ROLE fe_plain LOGIN")
+    try:
+        with psycopg.connect(dsn + " user=fe_plain", autocommit=True) as c:
+            # registered names are for everyone
+            assert c.execute("SELECT vector_dims(embed('x', 'minilm'))").fetchone() == (384,)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute("SELECT embed('x', %s)", (str(minilm_path),))
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute("SELECT fastembed_ext.register_model('mine', %s)", (str(minilm_path),))
+    finally:
+        conn.execute("DROP OWNED BY fe_plain")
+        conn.execute("DROP ROLE fe_plain")
+
+
+def test_register_model_validates(conn):
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        conn.execute("SELECT fastembed_ext.register_model('a/b', '/tmp')")
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        conn.execute("SELECT fastembed_ext.register_model('rel', 'relative/path')")
+    with pytest.raises(psycopg.Error):
+        conn.execute("SELECT fastembed_ext.register_model('broken', '/nonexistent')")
+    assert conn.execute("SELECT count(*) FROM fastembed_ext.models WHERE name = 'broken'").fetchone() == (0,)
+
+
+def test_threads_setting(conn, encoder):
+    conn.execute("SET fastembed_ext.threads = 2")
+    assert_same_vectors(fetch_vector(conn, "embed(%s, 'minilm')", (TEXTS[2],)), encoder.encode(TEXTS[2]))
+    conn.execute("SET fastembed_ext.threads = 'many'")
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        conn.execute("SELECT embed('x', 'minilm')")
+
+
+def test_query_embedding_folded_once(conn):
+    """IMMUTABLE: with constant arguments the planner computes the vector once, at plan time."""
+    plan = conn.execute(
+        "EXPLAIN (VERBOSE, COSTS OFF) SELECT embed('folded', 'minilm') FROM generate_series(1, 3)"
+    ).fetchall()
+    text = "\n".join(r[0] for r in plan)
+    assert "embed(" not in text and "'[" in text
+
+
+def test_generated_column_and_hnsw_search(conn, encoder):
+    docs = [
+        "The cat sat on the mat.",
+        "A feline rested on a rug.",
+        "Quarterly revenue grew by ten percent.",
+        "The central bank raised interest rates.",
+        "He plays the violin in an orchestra.",
+        "Fresh bread from the bakery smells wonderful.",
+    ] * 50  # enough rows for the planner to prefer the index
+    conn.execute("DROP TABLE IF EXISTS gen_docs")
+    conn.execute(
+        "CREATE TABLE gen_docs (id bigserial PRIMARY KEY, body text, "
+        "embedding vector(384) GENERATED ALWAYS AS (embed(body, 'minilm')) STORED)"
+    )
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO gen_docs (body) VALUES (%s)", [(d,) for d in docs[:6]])
+    conn.execute("INSERT INTO gen_docs (body) SELECT body FROM gen_docs CROSS JOIN generate_series(1, 49)")
+    conn.execute("INSERT INTO gen_docs (body) VALUES (NULL)")
+    rows = conn.execute("SELECT body, embedding::real[] FROM gen_docs WHERE id <= 7 ORDER BY id").fetchall()
+    want = encoder.encode(docs[:6])
+    for (body, got), w in zip(rows[:6], want):
+        assert_same_vectors(got, w)
+    assert conn.execute("SELECT embedding FROM gen_docs WHERE body IS NULL").fetchone() == (None,)
+
+    idx = conn.execute("SELECT fastembed_ext.create_embedding_index('gen_docs', 'embedding')").fetchone()[0]
+    indexdef = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'gen_docs_embedding_hnsw'").fetchone()[0]
+    assert "hnsw" in indexdef and "vector_cosine_ops" in indexdef and idx.endswith("gen_docs_embedding_hnsw")
+    conn.execute("ANALYZE gen_docs")
+    q = "SELECT body FROM gen_docs ORDER BY embedding <=> embed('a kitten on a carpet', 'minilm') LIMIT 5"
+    plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + q))
+    assert "Index Scan using gen_docs_embedding_hnsw" in plan
+    top = [r[0] for r in conn.execute(q)]
+    assert set(top) <= {"The cat sat on the mat.", "A feline rested on a rug."}
+
+
+def test_generated_column_dim_mismatch_stores_nothing(conn):
+    conn.execute("DROP TABLE IF EXISTS gen_wrong")
+    conn.execute(
+        "CREATE TABLE gen_wrong (id int PRIMARY KEY, body text, "
+        "embedding vector(768) GENERATED ALWAYS AS (embed(body, 'minilm')) STORED)"
+    )
+    with pytest.raises(psycopg.errors.DataException) as ei:
+        conn.execute("INSERT INTO gen_wrong VALUES (1, 'a'), (2, 'b')")
+    assert "768" in str(ei.value) and "384" in str(ei.value)
+    assert conn.execute("SELECT count(*) FROM gen_wrong").fetchone() == (0,)
+
+
+def test_failure_rolls_back_whole_statement(conn):
+    conn.execute("DROP TABLE IF EXISTS gen_rb")
+    conn.execute(
+        "CREATE TABLE gen_rb (id int PRIMARY KEY, body text, model text, "
+        "embedding vector(384) GENERATED ALWAYS AS (embed(body, model)) STORED)"
+    )
+    with pytest.raises(psycopg.errors.UndefinedObject):
+        conn.execute("INSERT INTO gen_rb VALUES (1, 'a', 'minilm'), (2, 'b', 'missing'), (3, 'c', 'minilm')")
+    assert conn.execute("SELECT count(*) FROM gen_rb").fetchone() == (0,)
+
+
+def test_search_returns_keys_and_scores(conn, encoder):
+    conn.execute("DROP TABLE IF EXISTS s_docs")
+    conn.execute(
+        "CREATE TABLE s_docs (doc_id text PRIMARY KEY, body text, "
+        "embedding vector(384) GENERATED ALWAYS AS (embed(body, 'minilm')) STORED)"
+    )
+    bodies = {"a": "Cats are small furry pets.", "b": "Stock prices dropped sharply.", "c": "Dogs love to play fetch."}
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO s_docs (doc_id, body) VALUES (%s, %s)", list(bodies.items()))
+    got = conn.execute("SELECT key, score FROM fastembed_ext.search('s_docs', 'embedding', 'kittens', 2)").fetchall()
+    q = encoder.encode("kittens")
+    scores = {k: float(np.dot(encoder.encode(v), q)) for k, v in bodies.items()}
+    want = sorted(scores, key=scores.get, reverse=True)[:2]
+    assert [k for k, _ in got] == want
+    for k, s in got:
+        assert s == pytest.approx(scores[k], abs=1e-5)
