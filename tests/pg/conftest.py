@@ -86,8 +86,15 @@ def dsn(pg_cluster, pg_cache, minilm_path) -> str:
     return d
 
 
-@pytest.fixture
-def conn(dsn):
+@pytest.fixture(scope="session")
+def _session_conn(dsn):
+    # one backend for the whole run: it loads libtorch and the model once
     with psycopg.connect(dsn, autocommit=True) as c:
         yield c
+
+
+@pytest.fixture
+def conn(_session_conn):
+    yield _session_conn
+    _session_conn.execute("RESET ALL")
 

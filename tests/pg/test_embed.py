@@ -26,7 +26,7 @@ def test_extension_objects(conn):
     assert {"vector", "plpython3u", "fastembed_ext"} <= deps
     vol = dict(
         conn.execute(
-            "SELECT p.oid::regprocedure::text, p.provolatile || p.proisstrict::text || p.proparallel "
+            "SELECT p.oid::regprocedure::text, p.provolatile::text || p.proisstrict::text || p.proparallel::text "
             "FROM pg_proc p WHERE p.proname IN ('embed', 'embed_batch')"
         ).fetchall()
     )

@@ -51,10 +51,10 @@ def control_version() -> str:
 
 
 def python_path() -> list[str]:
-    """Directories the server's PL/Python must add with site.addsitedir: this environment's
-    site-packages (its .pth files included) and the directory holding the package."""
+    """Directories the server's PL/Python must add with site.addsitedir: the directory holding
+    this very package first, then this environment's site-packages (its .pth files included)."""
     dirs = []
-    for d in (sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], str(PACKAGE_DIR.parent)):
+    for d in (str(PACKAGE_DIR.parent), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]):
         if d not in dirs:
             dirs.append(d)
     return dirs
@@ -217,7 +217,6 @@ def install(
                 f"serves {', '.join(SQL_VERSIONS)}; run `fastembed-ext pg install` from the matching package"
             )
         local = _local_sharedir(conn) is not None
-        _check_server_python(conn)
         report.python_path = python_path()
         _check_readable(report.python_path, local)
 
@@ -231,6 +230,7 @@ def install(
             elif row[0] != want:
                 conn.execute(sql.SQL("ALTER EXTENSION fastembed_ext UPDATE TO {}").format(sql.Literal(want)))
                 report.updated_from = row[0]
+            _check_server_python(conn)  # a mismatch rolls the CREATE EXTENSION back
             settings = {"python_path": ":".join(report.python_path)}
             if cache_dir:
                 settings["cache_dir"] = cache_dir
@@ -241,6 +241,9 @@ def install(
                     (key, value),
                 )
         if system:
+            # ALTER SYSTEM only knows a custom setting once this session has defined it
+            conn.execute("SELECT pg_catalog.set_config('fastembed_ext.python_path', %s, false)",
+                         (":".join(report.python_path),))
             conn.execute(
                 sql.SQL("ALTER SYSTEM SET fastembed_ext.python_path = {}").format(
                     sql.Literal(":".join(report.python_path))

@@ -118,7 +118,7 @@ def resolve(plpy, model: str | None) -> tuple[str, fastembed_ext.Encoder]:
         "resolve",
         """SELECT s.n AS name, r.path,
                   pg_catalog.current_setting('fastembed_ext.threads', true) AS threads
-           FROM (SELECT coalesce($1, pg_catalog.nullif(
+           FROM (SELECT coalesce($1, nullif(
                      pg_catalog.current_setting('fastembed_ext.default_model', true), '')) AS n) s
            LEFT JOIN fastembed_ext.model_registry r ON r.name = s.n""",
         ["text"],
