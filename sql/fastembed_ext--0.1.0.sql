@@ -40,41 +40,68 @@ GRANT USAGE ON SCHEMA fastembed_ext TO PUBLIC;
 GRANT SELECT ON fastembed_ext.config, fastembed_ext.model_registry, fastembed_ext.models,
     fastembed_ext.attachments TO PUBLIC;
 
+-- The cluster-wide import path (postgresql.conf or ALTER SYSTEM; see `pg install --system`).
+-- pg_file_settings is for superusers, and a session's own SET must not count.
+CREATE FUNCTION fastembed_ext._system_python_path() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT setting FROM pg_catalog.pg_file_settings
+    WHERE name = 'fastembed_ext.python_path' AND error IS NULL
+    ORDER BY seqno DESC LIMIT 1
+$$;
+
 -- Loads the Python package into this backend once (kept in GD), checking its version against
--- this script's. Every other function calls it on first use.
+-- this script's. Every other function calls it on first use. A failure is kept as an object that
+-- raises the error in the calling function (and is forgotten, so the next call tries again).
 CREATE FUNCTION fastembed_ext._load() RETURNS text
 LANGUAGE plpython3u VOLATILE SET search_path = pg_catalog, pg_temp
 AS $$
 if "fastembed_ext" not in GD:
     import os, site, sys
     cfg = {r["key"]: r["value"] for r in plpy.execute("SELECT key, value FROM fastembed_ext.config")}
+    if "python_path" not in cfg:
+        r = plpy.execute("SELECT fastembed_ext._system_python_path() AS p")
+        if r[0]["p"]:
+            cfg["python_path"] = r[0]["p"]
     # models exported from checkpoints are cached where the server may write: by default in
     # its data directory (the backend's working directory)
     os.environ["FASTEMBED_EXT_CACHE"] = cfg.get("cache_dir") or os.path.join(os.getcwd(), "fastembed_ext_cache")
-    if "python_path" not in cfg:
-        # cluster-wide fallback, trusted only when set in postgresql.conf or by ALTER SYSTEM
-        r = plpy.execute("SELECT setting FROM pg_catalog.pg_settings "
-                         "WHERE name = 'fastembed_ext.python_path' AND source = 'configuration file'")
-        if r:
-            cfg["python_path"] = r[0]["setting"]
     for d in filter(None, cfg.get("python_path", "").split(":")):
         if d not in sys.path:
             site.addsitedir(d)
+
+    class Failed:
+        def __init__(self, message, detail=None, hint=None):
+            self.error = (message, detail, hint)
+
+        def __getattr__(self, name):
+            GD.pop("fastembed_ext", None)
+            message, detail, hint = self.error
+            plpy.error(message, detail=detail, hint=hint)
+
     try:
         from fastembed_ext.pg import server
     except ImportError as exc:
-        plpy.error("fastembed_ext: the server cannot import the fastembed_ext Python package",
-                   detail=f"{exc}; python_path = {cfg.get('python_path', '(not set)')!r}",
-                   hint="Run `fastembed-ext pg install --dsn ...` from the environment where the "
-                        "package is installed; its files must be readable by the server's user.")
-    server.bootstrap(plpy, cfg, "0.1.0")
-    GD["fastembed_ext"] = server
+        GD["fastembed_ext"] = Failed(
+            "fastembed_ext: the server cannot import the fastembed_ext Python package",
+            f"{exc}; python_path = {cfg.get('python_path', '(not set)')!r}",
+            "Run `fastembed-ext pg install --dsn ...` from the environment where the package is "
+            "installed; its files must be readable by the server's user.")
+        return None
+    problem = server.check_version("0.1.0")
+    GD["fastembed_ext"] = Failed(*problem) if problem else server
+    if problem:
+        return None
 return GD["fastembed_ext"].version()
 $$;
 
+-- The Python package's version, as the server imports it.
 CREATE FUNCTION fastembed_ext.version() RETURNS text
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
-AS $$ SELECT fastembed_ext._load() $$;
+LANGUAGE plpython3u VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+srv = GD.get("fastembed_ext") or plpy.execute("SELECT fastembed_ext._load()") and GD["fastembed_ext"]
+return srv.version()
+$$;
 
 CREATE FUNCTION embed(content text) RETURNS vector
 LANGUAGE plpython3u IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp

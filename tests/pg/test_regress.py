@@ -31,4 +31,9 @@ def test_pg_regress(pg_cluster, dsn, pg_root, minilm_path):
         capture_output=True, text=True, env=env,
     )
     diffs = out / "regression.diffs"
+    keep = os.environ.get("FASTEMBED_EXT_REGRESS_KEEP")  # copy results/ there to review new output
+    if keep:
+        import shutil
+
+        shutil.copytree(out / "results", keep, dirs_exist_ok=True)
     assert r.returncode == 0, r.stdout + r.stderr + (diffs.read_text() if diffs.exists() else "")

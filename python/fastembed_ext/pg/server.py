@@ -28,15 +28,18 @@ _threads: int | None = None
 _writing: set[int] = set()
 
 
-def bootstrap(plpy, cfg: dict[str, str], sql_version: str) -> None:
-    """Called once per backend by ``fastembed_ext._load()``."""
-    if sql_version not in SQL_VERSIONS:
-        plpy.error(
-            f"fastembed_ext: SQL objects are version {sql_version}, the Python package "
-            f"{fastembed_ext.__version__} serves {', '.join(SQL_VERSIONS)}",
-            hint="Run ALTER EXTENSION fastembed_ext UPDATE, or install the matching "
-            "fastembed_ext package and run `fastembed-ext pg install` again.",
-        )
+def check_version(sql_version: str) -> tuple[str, None, str] | None:
+    """Called once per backend by ``fastembed_ext._load()``: None when this module serves the
+    extension's SQL version, else (message, detail, hint) of the error to raise."""
+    if sql_version in SQL_VERSIONS:
+        return None
+    return (
+        f"fastembed_ext: SQL objects are version {sql_version}, the Python package "
+        f"{fastembed_ext.__version__} serves {', '.join(SQL_VERSIONS)}",
+        None,
+        "Run ALTER EXTENSION fastembed_ext UPDATE, or install the matching fastembed_ext package "
+        "and run `fastembed-ext pg install` again.",
+    )
 
 
 def version() -> str:
@@ -296,7 +299,7 @@ def _write_vectors(plpy, relid, table, key_column, vector_column, rows, name, en
         plpy,
         ("update", relid, key_column, vector_column, key_t, vec_t),
         f"""UPDATE {table} AS t SET {plpy.quote_ident(vector_column)} = u.v
-            FROM pg_catalog.unnest($1::{key_t}[], $2::{vec_t}[]) AS u(k, v)
+            FROM unnest($1::{key_t}[], $2::{vec_t}[]) AS u(k, v)
             WHERE t.{plpy.quote_ident(key_column)} = u.k""",
         [f"{key_t}[]", f"{vec_t}[]"],
     )

@@ -1,13 +1,15 @@
 -- embed on insert/update for an existing table, batched per statement
+\set SHOW_CONTEXT never
+SET client_min_messages = warning;
 CREATE TABLE notes (id int PRIMARY KEY, body text, embedding vector(384));
 INSERT INTO notes SELECT i, 'existing note ' || i FROM generate_series(1, 5) i;
 SELECT fastembed_ext.attach_embedding('notes', 'body', 'embedding', 'minilm') AS backfilled;
 INSERT INTO notes (id, body) SELECT i, 'new note ' || i FROM generate_series(6, 40) i;
 INSERT INTO notes (id, body) VALUES (41, NULL);
-SELECT count(*) AS embedded FROM notes WHERE embedding = embed(body, 'minilm');
+SELECT count(*) AS embedded FROM notes WHERE (embedding <-> embed(body, 'minilm')) < 1e-5;
 SELECT count(*) AS null_vectors FROM notes WHERE embedding IS NULL;
 UPDATE notes SET body = 'changed' WHERE id <= 3;
-SELECT count(*) AS updated FROM notes WHERE embedding = embed('changed', 'minilm');
+SELECT count(*) AS updated FROM notes WHERE (embedding <-> embed('changed', 'minilm')) < 1e-5;
 SELECT source_column, key_column, model FROM fastembed_ext.attachments;
 SELECT tgname FROM pg_trigger WHERE tgrelid = 'notes'::regclass ORDER BY 1;
 
