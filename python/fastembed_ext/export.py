@@ -1,0 +1,622 @@
+"""Checkpoint -> bundle: the only place that needs torch and transformers at run time.
+
+A *bundle* is a directory with ``model.pt`` (TorchScript backbone: ``forward(input_ids,
+attention_mask) -> last_hidden_state``), ``tokenizer.json`` (no truncation or padding in it) and
+the manifest ``fastembed_ext.json``. `export` makes one from a sentence-transformers folder (the
+2021 layout and the one sentence-transformers 6 writes) or a plain Hugging Face folder, reading the
+same settings sentence-transformers reads, so the vectors the engine computes from the bundle equal
+the ones sentence-transformers computes from the folder.
+
+`resolve_bundle` turns whatever a user passes to ``Encoder(model)`` into a bundle directory:
+bundles are used as they are (without importing torch or transformers), checkpoint folders are
+exported once into a cache and reused, hub ids are downloaded first where a network exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import FastembedExtError, ModelLoadError, UnsupportedModelError
+
+MANIFEST_FILE = "fastembed_ext.json"
+MODEL_FILE = "model.pt"
+TOKENIZER_FILE = "tokenizer.json"
+FORMAT_VERSION = 1
+INPUT_NAMES = ["input_ids", "attention_mask"]
+SUPPORTED_ARCHITECTURES = ("bert", "distilbert", "roberta")
+
+# sentence-transformers reads the Transformer module's settings from the first of these it finds.
+_ST_TRANSFORMER_CONFIGS = (
+    "sentence_bert_config.json",
+    "sentence_roberta_config.json",
+    "sentence_distilbert_config.json",
+    "sentence_camembert_config.json",
+    "sentence_albert_config.json",
+    "sentence_xlm-roberta_config.json",
+    "sentence_xlnet_config.json",
+)
+# Legacy boolean pooling keys (2021 layout) and the mode each one stands for.
+_LEGACY_POOLING_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+# The traced graph must reproduce eager to within this (relative to the output's magnitude).
+_TRACE_TOLERANCE = 1e-5
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+# --------------------------------------------------------------------------- resolving
+
+
+def resolve_bundle(model: str | os.PathLike[str]) -> Path:
+    """The bundle directory for `model`: a bundle, a checkpoint folder (exported once into the
+    cache, see `cache_dir`), or a hub id (downloaded where a network exists, then exported)."""
+    text = os.fspath(model)
+    if not isinstance(text, str):
+        raise TypeError(f"model must be a str or os.PathLike[str], not {type(model).__name__}")
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if (path / MANIFEST_FILE).is_file():
+            return path.resolve()
+        return _cached_export(path.resolve())
+    if path.exists():
+        raise ModelLoadError(
+            f"{path}: not a directory (expected a fastembed_ext bundle or a "
+            "sentence-transformers / Hugging Face model folder)"
+        )
+    if _looks_like_path(text):
+        raise ModelLoadError(f"{path}: no such file or directory")
+    return _cached_export(_download(text))
+
+
+def _looks_like_path(text: str) -> bool:
+    if text.startswith(("/", ".", "~")) or (os.altsep and os.altsep in text):
+        return True
+    if not _HUB_ID.match(text):
+        return True
+    if os.sep in text:
+        # "org/name" is a hub id unless its first part exists here (then it is a missing path).
+        return Path(text.split(os.sep, 1)[0]).exists()
+    return False
+
+
+def _download(repo_id: str) -> Path:
+    advice = "Pass a local model folder or a bundle made by `fastembed-ext export` instead."
+    if _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE"):
+        raise ModelLoadError(
+            f"{repo_id!r} is not a local path and could not be downloaded "
+            f"(no network: HF_HUB_OFFLINE is set). {advice}"
+        )
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"{repo_id!r} is not a local path and could not be downloaded "
+            f"(huggingface_hub is not installed). {advice}"
+        ) from exc
+    try:
+        return Path(snapshot_download(repo_id)).resolve()
+    except Exception as exc:  # noqa: BLE001 - any failure of the hub means the same to the user
+        raise ModelLoadError(
+            f"{repo_id!r} is not a local path and could not be downloaded "
+            f"(no network or no such model: {type(exc).__name__}: {exc}). {advice}"
+        ) from exc
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def cache_dir() -> Path:
+    """Where exported checkpoints are kept: ``$FASTEMBED_EXT_CACHE``, else
+    ``$XDG_CACHE_HOME/fastembed_ext``, else ``~/.cache/fastembed_ext``."""
+    env = os.environ.get("FASTEMBED_EXT_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "fastembed_ext"
+
+
+def cache_key(src: Path) -> str:
+    """Name of the cached bundle of `src`: its folder name plus a hash of its absolute path and the
+    relative path, size and mtime of every file in it, so an edited checkpoint is exported anew."""
+    digest = hashlib.sha256(str(src).encode())
+    for root, dirs, files in os.walk(src, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            file = Path(root, name)
+            try:
+                st = file.stat()
+            except OSError:
+                continue
+            digest.update(f"\0{file.relative_to(src)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", src.name) or "model"
+    return f"{safe}-{digest.hexdigest()[:16]}"
+
+
+def _cached_export(src: Path) -> Path:
+    bundles = cache_dir() / "exports"
+    dst = bundles / cache_key(src)
+    if (dst / MANIFEST_FILE).is_file():
+        return dst
+    try:
+        bundles.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelLoadError(f"{bundles}: cannot create the export cache: {exc}") from exc
+    with _file_lock(bundles / f"{dst.name}.lock"):
+        if not (dst / MANIFEST_FILE).is_file():  # another process may have finished meanwhile
+            export(src, dst)
+    return dst
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    import fcntl
+
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------- reading a checkpoint
+
+
+@dataclass
+class _Plan:
+    """What a checkpoint folder says, read the way sentence-transformers reads it."""
+
+    source: str
+    transformer_dir: Path
+    architecture: str
+    hidden_size: int
+    max_position_embeddings: int | None
+    pad_token_id_config: int | None
+    max_seq_length: int | None  # None: take the tokenizer's model_max_length (capped)
+    do_lower_case: bool
+    processor_kwargs: dict[str, Any]
+    normalize: bool
+    similarity_fn_name: str | None
+    similarity_file: Path | None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ModelLoadError(f"{path}: no such file") from exc
+    except OSError as exc:
+        raise ModelLoadError(f"{path}: cannot read: {exc}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{path}: not valid JSON: {exc}") from exc
+
+
+def _module_kind(type_ref: str) -> str:
+    """'Transformer', 'Pooling', 'Normalize' or the class name of anything else."""
+    return type_ref.rsplit(".", 1)[-1]
+
+
+def _plan(src: Path) -> _Plan:
+    if not src.exists():
+        raise ModelLoadError(f"{src}: no such file or directory")
+    if not src.is_dir():
+        raise ModelLoadError(f"{src}: not a directory")
+    modules_file = src / "modules.json"
+    transformer_dir = src
+    st_config: dict[str, Any] = {}
+    normalize = False
+    if modules_file.is_file():
+        modules = _read_json(modules_file)
+        if not isinstance(modules, list) or not modules:
+            raise ModelLoadError(f"{modules_file}: expected a non-empty list of modules")
+        modules = sorted(modules, key=lambda m: m.get("idx", 0))
+        kinds = [_module_kind(str(m.get("type", ""))) for m in modules]
+        for module, kind in zip(modules, kinds, strict=True):
+            if kind not in ("Transformer", "Pooling", "Normalize"):
+                raise UnsupportedModelError(
+                    f"{modules_file}: module {module.get('type')!r} (at {module.get('path')!r}) is "
+                    "not supported; only Transformer, Pooling (mean) and Normalize are"
+                )
+        if kinds[:2] != ["Transformer", "Pooling"] or kinds[2:] not in ([], ["Normalize"]):
+            raise UnsupportedModelError(
+                f"{modules_file}: module sequence {kinds} is not supported; expected "
+                "Transformer, Pooling and optionally Normalize, in that order"
+            )
+        normalize = kinds[2:] == ["Normalize"]
+        transformer_dir = src / modules[0].get("path", "")
+        st_config = _transformer_settings(transformer_dir)
+        _check_pooling(src / modules[1].get("path", ""), transformer_dir)
+    config_file = transformer_dir / "config.json"
+    config = _read_json(config_file)
+    architecture = config.get("model_type")
+    if architecture not in SUPPORTED_ARCHITECTURES:
+        raise UnsupportedModelError(
+            f"{config_file}: architecture (model_type) {architecture!r} is not supported; "
+            f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+        )
+    hidden = config.get("dim") if architecture == "distilbert" else config.get("hidden_size")
+    if not isinstance(hidden, int):
+        raise ModelLoadError(f"{config_file}: no hidden size for model_type {architecture!r}")
+
+    similarity_fn_name, similarity_file = _st_model_settings(src)
+    processor_kwargs = dict(st_config.get("processor_kwargs") or st_config.get("tokenizer_args") or {})
+    processor_kwargs.pop("trust_remote_code", None)
+    max_seq_length = st_config.get("max_seq_length")
+    if max_seq_length is not None and not (isinstance(max_seq_length, int) and max_seq_length > 1):
+        raise ModelLoadError(
+            f"{transformer_dir / _ST_TRANSFORMER_CONFIGS[0]}: max_seq_length {max_seq_length!r} "
+            "is not an integer above 1"
+        )
+    return _Plan(
+        source=str(src),
+        transformer_dir=transformer_dir,
+        architecture=architecture,
+        hidden_size=hidden,
+        max_position_embeddings=config.get("max_position_embeddings"),
+        pad_token_id_config=config.get("pad_token_id"),
+        max_seq_length=max_seq_length,
+        do_lower_case=bool(st_config.get("do_lower_case", False)),
+        processor_kwargs=processor_kwargs,
+        normalize=normalize,
+        similarity_fn_name=similarity_fn_name,
+        similarity_file=similarity_file,
+    )
+
+
+def _transformer_settings(transformer_dir: Path) -> dict[str, Any]:
+    for name in _ST_TRANSFORMER_CONFIGS:
+        file = transformer_dir / name
+        if file.is_file():
+            break
+    else:
+        return {}
+    settings = _read_json(file)
+    if not isinstance(settings, dict):
+        raise ModelLoadError(f"{file}: expected a JSON object")
+    task = settings.get("transformer_task", "feature-extraction")
+    if task != "feature-extraction":
+        raise UnsupportedModelError(
+            f"{file}: transformer_task {task!r} is not supported; only 'feature-extraction' is"
+        )
+    modality = settings.get("modality_config")
+    if modality is not None and modality != {
+        "text": {"method": "forward", "method_output_name": "last_hidden_state"}
+    }:
+        raise UnsupportedModelError(
+            f"{file}: modality_config {modality!r} is not supported; only text through "
+            "forward -> last_hidden_state is"
+        )
+    output = settings.get("module_output_name", "token_embeddings")
+    if output != "token_embeddings":
+        raise UnsupportedModelError(
+            f"{file}: module_output_name {output!r} is not supported; only 'token_embeddings' is"
+        )
+    for key in ("processing_kwargs", "query_expansion"):
+        if settings.get(key):
+            raise UnsupportedModelError(f"{file}: {key} {settings[key]!r} is not supported")
+    return settings
+
+
+def _check_pooling(pooling_dir: Path, transformer_dir: Path) -> None:
+    file = pooling_dir / "config.json"
+    pooling = _read_json(file)
+    if not isinstance(pooling, dict):
+        raise ModelLoadError(f"{file}: expected a JSON object")
+    mode = pooling.get("pooling_mode")
+    if mode is None:
+        modes = [m for key, m in _LEGACY_POOLING_KEYS.items() if pooling.get(key)] or ["mean"]
+    else:
+        modes = [mode] if isinstance(mode, str) else list(mode)
+    if modes != ["mean"]:
+        raise UnsupportedModelError(
+            f"{file}: pooling {'+'.join(map(str, modes))!r} is not supported; only mean pooling is"
+        )
+    if pooling.get("include_prompt", True) is not True:
+        raise UnsupportedModelError(
+            f"{file}: include_prompt {pooling['include_prompt']!r} is not supported; "
+            "only pooling over all tokens (include_prompt true) is"
+        )
+
+
+def _st_model_settings(src: Path) -> tuple[str | None, Path | None]:
+    file = src / "config_sentence_transformers.json"
+    if not file.is_file():
+        return None, None
+    settings = _read_json(file)
+    if not isinstance(settings, dict):
+        raise ModelLoadError(f"{file}: expected a JSON object")
+    model_type = settings.get("model_type", "SentenceTransformer")
+    if model_type != "SentenceTransformer":
+        raise UnsupportedModelError(
+            f"{file}: model_type {model_type!r} is not supported; only SentenceTransformer is"
+        )
+    prompt_name = settings.get("default_prompt_name")
+    if prompt_name and (settings.get("prompts") or {}).get(prompt_name):
+        raise UnsupportedModelError(
+            f"{file}: default_prompt_name {prompt_name!r} (a prompt prepended to every text) "
+            "is not supported"
+        )
+    return settings.get("similarity_fn_name"), file
+
+
+def _similarity(plan: _Plan) -> str:
+    name = plan.similarity_fn_name
+    if name is None:
+        return "cosine" if plan.normalize else "dot"
+    if name in ("cosine", "dot"):
+        return name
+    raise UnsupportedModelError(
+        f"{plan.similarity_file}: similarity_fn_name {name!r} is not supported; "
+        "only 'cosine' and 'dot' are"
+    )
+
+
+# --------------------------------------------------------------------------- exporting
+
+
+def export(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    quantize: str | None = None,
+) -> Path:
+    """Export a sentence-transformers or Hugging Face folder (or a hub id) into the bundle `dst`.
+
+    The bundle is written next to `dst` and renamed into place at the end, so an interrupted
+    export leaves no half bundle; an existing bundle at `dst` is replaced. Returns `dst`.
+    """
+    if quantize is not None:
+        raise ValueError(f"quantize={quantize!r} is not supported yet; pass quantize=None")
+    dst_path = Path(os.fspath(dst)).expanduser().absolute()
+    src_text = os.fspath(src)
+    src_path = Path(src_text).expanduser()
+    if not src_path.exists() and not _looks_like_path(src_text):
+        src_path = _download(src_text)
+    src_path = src_path.resolve()
+    if (src_path / MANIFEST_FILE).is_file():
+        raise ModelLoadError(f"{src_path}: already a fastembed_ext bundle; nothing to export")
+    plan = _plan(src_path)
+    similarity = _similarity(plan)
+    if dst_path.exists() and not _replaceable(dst_path):
+        raise FastembedExtError(
+            f"{dst_path}: exists and is not a fastembed_ext bundle; refusing to overwrite it"
+        )
+
+    dst_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst_path.name}.tmp-", dir=dst_path.parent))
+    try:
+        manifest = _write_bundle(plan, similarity, tmp)
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        os.chmod(tmp, 0o755)
+        _swap_into_place(tmp, dst_path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dst_path
+
+
+def _replaceable(path: Path) -> bool:
+    return path.is_dir() and ((path / MANIFEST_FILE).is_file() or not any(path.iterdir()))
+
+
+def _swap_into_place(tmp: Path, dst: Path) -> None:
+    if not dst.exists():
+        os.rename(tmp, dst)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
+    os.rename(dst, old / "bundle")
+    os.rename(tmp, dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_bundle(plan: _Plan, similarity: str, out: Path) -> dict[str, Any]:
+    import torch
+    import transformers
+
+    tokenizer, max_seq_length = _load_tokenizer(plan)
+    if tokenizer.pad_token is None or tokenizer.pad_token_id is None:
+        raise UnsupportedModelError(f"{plan.transformer_dir}: the tokenizer has no pad token")
+    backend = tokenizer.backend_tokenizer
+    saved = type(backend).from_str(backend.to_str())
+    saved.no_truncation()
+    saved.no_padding()
+    saved.save(str(out / TOKENIZER_FILE))
+
+    model = _load_model(plan)
+    dim = _trace_and_save(model, tokenizer, max_seq_length, out / MODEL_FILE)
+    if dim != plan.hidden_size:
+        raise ModelLoadError(
+            f"{plan.transformer_dir / 'config.json'}: hidden size {plan.hidden_size} but the "
+            f"traced model returns vectors of width {dim}"
+        )
+    return {
+        "format_version": FORMAT_VERSION,
+        "architecture": plan.architecture,
+        "dim": dim,
+        "max_seq_length": max_seq_length,
+        "pooling": "mean",
+        "normalize": plan.normalize,
+        "similarity": similarity,
+        "pad_token": str(tokenizer.pad_token),
+        "pad_token_id": int(tokenizer.pad_token_id),
+        "input_names": list(INPUT_NAMES),
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+        "source": plan.source,
+        "dtype": "float32",
+    }
+
+
+def _load_tokenizer(plan: _Plan) -> tuple[Any, int]:
+    """The fast tokenizer sentence-transformers would use, and its truncation length."""
+    from tokenizers.normalizers import Lowercase
+    from tokenizers.normalizers import Sequence as NormalizerSequence
+    from transformers import AutoTokenizer
+
+    kwargs = dict(plan.processor_kwargs)
+    if plan.max_seq_length is not None and "model_max_length" not in kwargs:
+        kwargs["model_max_length"] = plan.max_seq_length
+    explicit = "model_max_length" in kwargs
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(plan.transformer_dir), use_fast=True, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds here
+        raise ModelLoadError(
+            f"{plan.transformer_dir}: cannot load the tokenizer (tokenizer.json, vocab.txt, or "
+            f"vocab.json + merges.txt): {type(exc).__name__}: {exc}"
+        ) from exc
+    if not getattr(tokenizer, "is_fast", False):
+        raise UnsupportedModelError(f"{plan.transformer_dir}: no fast (Rust) tokenizer available")
+
+    max_len = int(tokenizer.model_max_length)
+    if not explicit and plan.max_position_embeddings not in (None, -1):
+        max_len = min(max_len, int(plan.max_position_embeddings))
+    # Positions the backbone really has (RoBERTa's start after the padding index). Sentence-
+    # transformers would fail on longer inputs; the bundle truncates there instead.
+    usable = plan.max_position_embeddings
+    if usable is not None and plan.architecture == "roberta":
+        usable -= (plan.pad_token_id_config or 0) + 1
+    if usable is not None and usable > 1:
+        max_len = min(max_len, usable)
+
+    if plan.do_lower_case:
+        normalizer = tokenizer.backend_tokenizer.normalizer
+        if not _has_lowercase(normalizer):
+            parts = [Lowercase()]
+            if isinstance(normalizer, NormalizerSequence):
+                parts += list(normalizer)
+            elif normalizer is not None:
+                parts.append(normalizer)
+            tokenizer.backend_tokenizer.normalizer = NormalizerSequence(parts)
+    return tokenizer, max_len
+
+
+def _has_lowercase(normalizer: Any) -> bool:
+    from tokenizers.normalizers import Lowercase
+    from tokenizers.normalizers import Sequence as NormalizerSequence
+
+    if isinstance(normalizer, Lowercase):
+        return True
+    if isinstance(normalizer, NormalizerSequence):
+        return any(isinstance(n, Lowercase) for n in normalizer)
+    return False
+
+
+def _load_model(plan: _Plan) -> Any:
+    import torch
+    from transformers import AutoModel
+
+    last: Exception | None = None
+    for attn in ("sdpa", "eager"):
+        try:
+            model = AutoModel.from_pretrained(
+                str(plan.transformer_dir), attn_implementation=attn, dtype=torch.float32
+            )
+            break
+        except (ValueError, ImportError) as exc:  # attention implementation not available
+            last = exc
+        except OSError as exc:
+            raise ModelLoadError(
+                f"{plan.transformer_dir}: cannot load the model weights: {exc}"
+            ) from exc
+    else:
+        raise ModelLoadError(f"{plan.transformer_dir}: cannot load the model: {last}") from last
+    return model.eval().float()
+
+
+def _trace_and_save(model: Any, tokenizer: Any, max_seq_length: int, path: Path) -> int:
+    """Trace the backbone on a padded batch, check it against eager on another one, save it.
+    Returns the width of the token embeddings."""
+    import torch
+
+    class Backbone(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            out = self.inner(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+            return out.last_hidden_state
+
+    wrapper = Backbone(model).eval()
+    longest = min(max_seq_length, 48)
+    trace_batch = _padded_batch(tokenizer, [3, 11, 7], max_seq_length)
+    checks = [
+        _padded_batch(tokenizer, [longest, 2, longest // 2, 5], max_seq_length),
+        _padded_batch(tokenizer, [longest // 3 + 1], max_seq_length),
+    ]
+    with torch.inference_mode(False), torch.no_grad():
+        traced = torch.jit.trace(wrapper, trace_batch, check_trace=False)
+        expected = [wrapper(*batch) for batch in checks]
+        _check_parity(traced, checks, expected, "traced")
+        try:
+            frozen = torch.jit.freeze(traced.eval())
+            _check_parity(frozen, checks, expected, "frozen")
+            traced = frozen
+        except (RuntimeError, ModelLoadError):
+            pass  # the unfrozen trace already passed the same check
+        traced.save(str(path))
+        return int(expected[0].shape[-1])
+
+
+def _padded_batch(tokenizer: Any, lengths: list[int], max_seq_length: int) -> tuple[Any, Any]:
+    """Right-padded int64 (input_ids, attention_mask) with rows of exactly these token counts
+    (special tokens included), cut from real text."""
+    import torch
+
+    words = (
+        "The quick brown fox jumps over the lazy dog while 42 students read Ärger, naïve "
+        "café menus and 東京 signs; embeddings must not depend on padding at all."
+    ).split()
+    text = " ".join(words * 40)
+    ids = tokenizer(text, truncation=True, max_length=max_seq_length)["input_ids"]
+    rows = []
+    for n in lengths:
+        n = max(2, min(n, len(ids)))
+        rows.append(ids[: n - 1] + ids[-1:])  # keep the closing special token
+    width = max(len(r) for r in rows)
+    pad = int(tokenizer.pad_token_id)
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.int64)
+    mask = torch.zeros((len(rows), width), dtype=torch.int64)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.int64)
+        mask[i, : len(row)] = 1
+    return input_ids, mask
+
+
+def _check_parity(module: Any, batches: list[Any], expected: list[Any], what: str) -> None:
+    for (input_ids, mask), want in zip(batches, expected, strict=True):
+        got = module(input_ids, mask)
+        if got.shape != want.shape:
+            raise ModelLoadError(
+                f"the {what} TorchScript graph returns shape {tuple(got.shape)}, eager "
+                f"{tuple(want.shape)}, on a batch of shape {tuple(input_ids.shape)}"
+            )
+        # Padding positions are never pooled; compare the real tokens only.
+        keep = mask.bool()
+        diff = (got[keep] - want[keep]).abs().max().item() if keep.any() else 0.0
+        scale = max(1.0, want[keep].abs().max().item())
+        if not diff <= _TRACE_TOLERANCE * scale:
+            raise ModelLoadError(
+                f"the {what} TorchScript graph differs from eager by {diff:.3g} on a batch of "
+                f"shape {tuple(input_ids.shape)}; this model cannot be traced faithfully"
+            )
