@@ -93,13 +93,23 @@ def cpu_info() -> dict[str, Any]:
     }
 
 
-def cpu_times() -> tuple[int, int]:
-    """(total, steal) jiffies from /proc/stat."""
+def cpu_times() -> tuple[float, float, float]:
+    """(total, busy, steal) CPU seconds of the machine from /proc/stat."""
+    hz = os.sysconf("SC_CLK_TCK")
     try:
         f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return sum(f), (f[7] if len(f) > 7 else 0)
     except OSError:
-        return 0, 0
+        return 0.0, 0.0, 0.0
+    steal = f[7] if len(f) > 7 else 0
+    return sum(f) / hz, (sum(f) - f[3] - f[4] - steal) / hz, steal / hz
+
+
+def own_cpu() -> float:
+    """CPU seconds used by this process and its finished children."""
+    import resource
+
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
 
 def busy_others(interval: float = 1.0) -> list[str]:
@@ -460,7 +470,8 @@ def report(header: dict[str, Any], results: list[dict[str, Any]]) -> str:
         f"sentence-transformers {header['sentence_transformers']}, transformers {header['transformers']}, "
         f"fastembed_ext {header['fastembed_ext']}",
         f"- Load average at start / end: {header['loadavg_start'][0]:.2f} / {header['loadavg_end'][0]:.2f}; "
-        f"CPU steal during the run {header['steal_pct']:.0f}%"
+        f"during the run, other processes used {header['others_pct']:.0f}% "
+        f"of the machine's CPU time (hypervisor steal {header['steal_pct']:.0f}%)"
         + (f"; **busy at start: {', '.join(header['busy_at_start'])} (numbers are unreliable: other work "
            "shares the cores)**" if header["busy_at_start"] else ""),
         f"- Texts: bench/corpus.py (stdlib docstrings, shuffled, seed 0); {header['rounds']} alternating "
@@ -477,7 +488,7 @@ def report(header: dict[str, Any], results: list[dict[str, Any]]) -> str:
             L.append(
                 f"| {r['model']} | {k} | {r['n']} | {r['tokens_per_text']:.0f} | {s['docs_per_s']:.2f} | "
                 f"{s['tokens_per_s']:.0f} | {s['gflops']:.1f} | {s['pct_peak']:.1f}% | "
-                f"{s['min_cos_vs_st']:.6f} | {s['load_s']:.1f} |"
+                f"{s['min_cos_vs_st']:.7f} | {s['load_s']:.1f} |"
             )
     L += ["", "## Ratios (issue 4 targets in brackets)", "",
           "| model | fastembed/ST docs/s [>=1.2] | fastembed/ORT docs/s [>1] | p50 fastembed/ST [<=0.5] "
@@ -489,7 +500,7 @@ def report(header: dict[str, Any], results: list[dict[str, Any]]) -> str:
         L.append(
             f"| {r['model']} | {ratio(fe.get('docs_per_s'), st['docs_per_s'])} | "
             f"{ratio(fe.get('docs_per_s'), ort['docs_per_s'])} | {ratio(fe.get('p50_ms'), st['p50_ms'])} | "
-            f"{ratio(fe.get('peak_rss_mib'), st.get('peak_rss_mib'))} | {fmt(fe.get('min_cos_vs_st'), '.6f')} | "
+            f"{ratio(fe.get('peak_rss_mib'), st.get('peak_rss_mib'))} | {fmt(fe.get('min_cos_vs_st'), '.7f')} | "
             f"{ratio(i8.get('docs_per_s'), st['docs_per_s'])} |"
         )
     L += ["", "## Single-query latency (one short text per call) and peak memory", "",
@@ -568,6 +579,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="require the int8 side (default: included when the exporter supports quantize='int8')")
     g.add_argument("--no-int8", dest="int8", action="store_const", const="off")
     ap.add_argument("--no-memory", dest="memory", action="store_false", help="skip the memory subprocesses")
+    ap.add_argument("--wait-idle", type=float, default=60.0, metavar="S",
+                    help="wait up to S seconds for other busy processes to finish before starting")
     ap.add_argument("--json", type=Path, help="also write all numbers as JSON here")
     args = ap.parse_args(argv)
 
@@ -580,15 +593,21 @@ def main(argv: list[str] | None = None) -> int:
     header = {"cpu": cpu, "threads": args.threads, "rounds": args.rounds,
               "sgemm_gflops": sgemm_gflops(args.threads), **versions(),
               "command": " ".join([".venv/bin/python bench/bench_encode.py", *argv]).strip()}
+    deadline = time.monotonic() + args.wait_idle
+    while (busy := busy_others()) and time.monotonic() < deadline:
+        log(f"waiting for an idle machine (busy: {', '.join(busy)})")
+        time.sleep(4)
     header["loadavg_start"] = os.getloadavg()
-    header["busy_at_start"] = busy_others()
-    c0 = cpu_times()
+    header["busy_at_start"] = busy
+    c0, own0 = cpu_times(), own_cpu()
     t0 = time.perf_counter()
     results = [bench_model(m, ns[m], args, cpu) for m in names]
     header["total_s"] = time.perf_counter() - t0
-    c1 = cpu_times()
+    c1, own1 = cpu_times(), own_cpu()
     header["loadavg_end"] = os.getloadavg()
-    header["steal_pct"] = 100 * (c1[1] - c0[1]) / max(1, c1[0] - c0[0])
+    total = max(1e-9, c1[0] - c0[0])
+    header["steal_pct"] = 100 * (c1[2] - c0[2]) / total
+    header["others_pct"] = max(0.0, 100 * ((c1[1] - c0[1]) - (own1 - own0)) / total)
     print(report(header, results))
     if args.json:
         args.json.write_text(json.dumps({"header": header, "results": results}, indent=2) + "\n")
