@@ -51,7 +51,7 @@ test-python: build postgres
 test: test-rust test-python
 
 demo: build postgres
-	$(PY) -m fastembed_ext.demo
+	$(PY) -m fastembed_ext.pg.demo
 
 bench: build
 	$(PY) bench/bench_encode.py
