@@ -1,0 +1,148 @@
+"""PostgreSQL figures for issue 3, measured in one run against a throwaway cluster:
+
+* rows/s of INSERT ... SELECT of 2,000 texts through a generated column and through the
+  attach trigger, each as a ratio to the Python API's docs/s on the same texts;
+* p50 latency of a top-10 `ORDER BY embedding <=> embed('query') LIMIT 10` over 10,000 rows with
+  an HNSW index, its EXPLAIN, and recall@10 against exact search;
+* resident memory of a backend after loading MiniLM.
+
+    .venv/bin/python bench/bench_pg.py [--rows 10000] [--insert-rows 2000] [--queries 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psycopg
+
+import fastembed_ext
+from fastembed_ext.pg import cluster
+from fastembed_ext.pg.ingest import ingest
+from fastembed_ext.pg.install import bundled_minilm, install
+
+CORPUS = Path(fastembed_ext.__file__).parent / "pg" / "data" / "sample_corpus.jsonl"
+
+
+def texts(n: int, seed: int) -> list[str]:
+    """Real-length texts (two to five sentences, 30-120 tokens) built from the sample corpus."""
+    import json
+
+    sents = [json.loads(l)["body"] for l in CORPUS.read_text().splitlines() if l.strip()]
+    rng = random.Random(seed)
+    return [" ".join(rng.sample(sents, rng.randint(2, 5))) + f" (note {i})" for i in range(n)]
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return -1
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=10_000)
+    ap.add_argument("--insert-rows", type=int, default=2_000)
+    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--ef-search", type=int, default=40)
+    ap.add_argument("--skip-insert", action="store_true", help="only the search figures")
+    args = ap.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="fastembed_ext_bench_"))
+    os.chmod(root, 0o755)
+    c = cluster.Cluster(root / "data", cluster.free_port())
+    try:
+        c.init({"shared_buffers": "'512MB'", "maintenance_work_mem": "'512MB'"})
+        c.start()
+        with psycopg.connect(c.dsn("postgres"), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE bench")
+        dsn = c.dsn("bench")
+        install(dsn, log=lambda *_: None)
+        minilm = str(bundled_minilm())
+        enc = fastembed_ext.Encoder(minilm)
+        docs = texts(args.insert_rows, 0)
+        print(f"threads: {fastembed_ext.num_threads()}  cpu count: {os.cpu_count()}")
+
+        # -- Python API
+        enc.encode(docs[:64])
+        if args.skip_insert:
+            docs = docs[:64]
+        t = time.perf_counter()
+        enc.encode(docs)
+        py_rate = len(docs) / (time.perf_counter() - t)
+        print(f"Python API encode:                    {py_rate:8.1f} docs/s")
+
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+            before = rss_kib(pid)
+            conn.execute("SELECT embed('warm up', 'minilm')")
+            after = rss_kib(pid)
+            print(f"backend RSS: {before / 1024:.0f} MiB before, {after / 1024:.0f} MiB after loading MiniLM")
+
+            conn.execute("CREATE TABLE src (id int PRIMARY KEY, body text)")
+            with conn.cursor().copy("COPY src (id, body) FROM STDIN") as cp:
+                for i, d in enumerate(docs):
+                    cp.write_row((i, d))
+            conn.execute(
+                "CREATE TABLE gen (id int PRIMARY KEY, body text, "
+                "embedding vector(384) GENERATED ALWAYS AS (embed(body, 'minilm')) STORED)"
+            )
+            t = time.perf_counter()
+            conn.execute("INSERT INTO gen (id, body) SELECT id, body FROM src")
+            gen_rate = len(docs) / (time.perf_counter() - t)
+            print(f"INSERT ... SELECT, generated column:  {gen_rate:8.1f} rows/s  ratio {gen_rate / py_rate:.2f}")
+
+            conn.execute("CREATE TABLE att (id int PRIMARY KEY, body text, embedding vector(384))")
+            conn.execute("SELECT fastembed_ext.attach_embedding('att', 'body', 'embedding', 'minilm')")
+            t = time.perf_counter()
+            conn.execute("INSERT INTO att (id, body) SELECT id, body FROM src")
+            att_rate = len(docs) / (time.perf_counter() - t)
+            print(f"INSERT ... SELECT, attach trigger:    {att_rate:8.1f} rows/s  ratio {att_rate / py_rate:.2f}")
+            got = np.array([np.asarray(v, np.float32) for (v,) in conn.execute("SELECT embedding::real[] FROM att ORDER BY id")])
+            print(f"  max |SQL - Python| over {len(got)} vectors: {np.abs(got - enc.encode(docs)).max():.2e}")
+
+        # -- HNSW search over many rows
+        corpus_file = root / "corpus.txt"
+        big = texts(args.rows, 1)
+        corpus_file.write_text("\n".join(big) + "\n")
+        t = time.perf_counter()
+        ingest(dsn, corpus_file, "docs", "body", model="minilm", progress=False, log=lambda *_: None)
+        print(f"ingest (Python encode + binary COPY) of {args.rows} rows: {args.rows / (time.perf_counter() - t):.1f} rows/s")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            t = time.perf_counter()
+            conn.execute("SELECT fastembed_ext.create_embedding_index('docs', 'embedding', 'minilm')")
+            print(f"HNSW build (m=16, ef_construction=64): {time.perf_counter() - t:.1f} s")
+            conn.execute("ANALYZE docs")
+            conn.execute(f"SET hnsw.ef_search = {args.ef_search}")
+            ids = np.array([r[0] for r in conn.execute("SELECT id FROM docs ORDER BY id")])
+            mat = np.array([np.asarray(r[0], np.float32) for r in conn.execute("SELECT embedding::real[] FROM docs ORDER BY id")])
+            rng = random.Random(2)
+            queries = [" ".join(rng.sample(big[rng.randrange(len(big))].split(), 8)) for _ in range(args.queries)]
+            q = "SELECT id FROM docs ORDER BY embedding <=> embed(%s, 'minilm') LIMIT 10"
+            print("EXPLAIN:\n" + "\n".join("  " + r[0][:140] for r in conn.execute("EXPLAIN " + q, (queries[0],))))
+            lat, recalls = [], []
+            for text in queries:
+                t = time.perf_counter()
+                got_ids = [r[0] for r in conn.execute(q, (text,))]
+                lat.append(time.perf_counter() - t)
+                qv = enc.encode(text)
+                exact = ids[np.argsort(-(mat @ qv))[:10]]
+                recalls.append(len(set(got_ids) & set(exact.tolist())) / 10)
+            print(f"top-10 query over {args.rows} rows: p50 {statistics.median(lat) * 1000:.2f} ms, "
+                  f"p95 {np.percentile(lat, 95) * 1000:.2f} ms (query embedding included), "
+                  f"recall@10 {np.mean(recalls):.3f} (hnsw.ef_search = {args.ef_search})")
+    finally:
+        c.destroy()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
