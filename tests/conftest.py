@@ -21,15 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import model_factory  # noqa: E402
 
-# Models the parity tests cover: (fixture giving the checkpoint folder, dim, max_seq_length, similarity).
-MODELS = {
-    "distilbert_256k": (32, 250, "dot"),
-    "roberta": (32, 128, "cosine"),
-    "minilm": (384, 256, "cosine"),
-    "roberta_st6": (32, 128, "cosine"),
-    "bert_hf": (32, 128, "dot"),
-}
-
 
 @pytest.fixture(scope="session", autouse=True)
 def _export_cache(tmp_path_factory: pytest.TempPathFactory):

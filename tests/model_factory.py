@@ -51,6 +51,15 @@ PARITY_TEXTS: list[str] = [
     "Ünïcödé " * 700,
 ]
 
+# Models the parity tests cover: conftest fixture name -> (dim, max_seq_length, similarity).
+MODELS = {
+    "distilbert_256k": (32, 250, "dot"),
+    "roberta": (32, 128, "cosine"),
+    "minilm": (384, 256, "cosine"),
+    "roberta_st6": (32, 128, "cosine"),
+    "bert_hf": (32, 128, "dot"),
+}
+
 _WORDS = (
     "the a an of to and in is it that for on with as by at from this be are was were model "
     "vector embedding sentence text token search query document database index similarity "

@@ -92,16 +92,16 @@ def test_encode_file_and_stdin_to_npy(cli_bundle: Path, expected: np.ndarray, tm
     np.testing.assert_allclose(vectors, expected / np.linalg.norm(expected, axis=1, keepdims=True), atol=1e-6)
 
 
-def test_encode_stdin_default_model_and_progress(minilm_encoder, tmp_path: Path) -> None:
+def test_encode_stdin_default_model_and_progress(cli_bundle: Path, tmp_path: Path) -> None:
     """Texts piped in without --file; the model from $FASTEMBED_EXT_MODEL; --progress on stderr."""
     texts = [f"sentence number {i}" for i in range(70)]
     out = tmp_path / "v.jsonl"
     result = run("encode", "--progress", "--output", str(out), stdin="\n".join(texts),
-                 env={"FASTEMBED_EXT_MODEL": str(minilm_encoder.path)})
+                 env={"FASTEMBED_EXT_MODEL": str(cli_bundle)})
     assert result.returncode == 0, result.stderr.decode()
     got_texts, vectors = jsonl_vectors(out.read_bytes())
     assert got_texts == texts
-    np.testing.assert_allclose(vectors, minilm_encoder.encode(texts), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(vectors, fastembed_ext.Encoder(cli_bundle).encode(texts), rtol=0, atol=1e-6)
     assert "70/70" in result.stderr.decode()
 
 

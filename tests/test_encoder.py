@@ -38,7 +38,7 @@ def test_vector_does_not_depend_on_batch(encoder) -> None:
     alone = np.stack([encoder.encode(t) for t in SHORT])
     mixed = LONGER[:1] + SHORT[:3] + LONGER[1:] + SHORT[3:]
     positions = [mixed.index(t) for t in SHORT]
-    for batch_size in (None, 1, 2, 3, 64):
+    for batch_size in (None, 1, 3, 64):
         got = encoder.encode(mixed, batch_size=batch_size)[positions]
         np.testing.assert_allclose(got, alone, rtol=0, atol=1e-5, err_msg=f"batch_size={batch_size}")
     reversed_ = encoder.encode(SHORT[::-1], batch_size=4)[::-1]

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MODELS
-from model_factory import FIRST_REAL_ID, PARITY_TEXTS
+from model_factory import FIRST_REAL_ID, MODELS, PARITY_TEXTS
 
 import fastembed_ext
 

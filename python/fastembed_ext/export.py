@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -442,8 +443,13 @@ def _write_bundle(plan: _Plan, similarity: str, out: Path) -> dict[str, Any]:
     saved.no_padding()
     saved.save(str(out / TOKENIZER_FILE))
 
-    model = _load_model(plan)
-    dim = _trace_and_save(model, tokenizer, max_seq_length, out / MODEL_FILE)
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # load reports and loss-type notes are noise here
+    try:
+        model = _load_model(plan)
+        dim = _trace_and_save(model, tokenizer, max_seq_length, out / MODEL_FILE)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
     if dim != plan.hidden_size:
         raise ModelLoadError(
             f"{plan.transformer_dir / 'config.json'}: hidden size {plan.hidden_size} but the "
@@ -564,7 +570,11 @@ def _trace_and_save(model: Any, tokenizer: Any, max_seq_length: int, path: Path)
         _padded_batch(tokenizer, [longest, 2, longest // 2, 5], max_seq_length),
         _padded_batch(tokenizer, [longest // 3 + 1], max_seq_length),
     ]
-    with torch.inference_mode(False), torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        # transformers' data-dependent Python branches warn while tracing; the parity check below
+        # is what decides whether the trace is faithful.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         traced = torch.jit.trace(wrapper, trace_batch, check_trace=False)
         expected = [wrapper(*batch) for batch in checks]
         _check_parity(traced, checks, expected, "traced")
