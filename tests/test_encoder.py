@@ -232,3 +232,27 @@ def test_concurrent_first_use_exports_once(
         paths = list(pool.map(lambda _: export_module.resolve_bundle(src), range(3)))
     assert len(set(paths)) == 1 and len(calls) == 1
     assert (paths[0] / "fastembed_ext.json").is_file()
+
+
+def test_hub_id_is_downloaded_then_exported(
+    distilbert_256k: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where a network exists, a hub id is fetched with snapshot_download (faked here with a local
+    folder), exported into the cache, and the manifest names the hub id."""
+    import huggingface_hub
+
+    snapshot = shutil.copytree(distilbert_256k, tmp_path / "snapshot")
+    asked: list[str] = []
+
+    def fake_download(repo_id: str, **kwargs: object) -> str:
+        asked.append(repo_id)
+        return str(snapshot)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE")
+    monkeypatch.setenv("FASTEMBED_EXT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    enc = fastembed_ext.Encoder("org/tiny-distilbert")
+    assert asked == ["org/tiny-distilbert"]
+    assert json.loads((enc.path / "fastembed_ext.json").read_text())["source"] == "org/tiny-distilbert"
+    np.testing.assert_array_equal(enc.encode(SHORT), fastembed_ext.Encoder(distilbert_256k).encode(SHORT))

@@ -82,7 +82,7 @@ def resolve_bundle(model: str | os.PathLike[str]) -> Path:
         )
     if _looks_like_path(text):
         raise ModelLoadError(f"{path}: no such file or directory")
-    return _cached_export(_download(text))
+    return _cached_export(_download(text), source=text)
 
 
 def _looks_like_path(text: str) -> bool:
@@ -151,7 +151,7 @@ def cache_key(src: Path) -> str:
     return f"{safe}-{digest.hexdigest()[:16]}"
 
 
-def _cached_export(src: Path) -> Path:
+def _cached_export(src: Path, source: str | None = None) -> Path:
     bundles = cache_dir() / "exports"
     dst = bundles / cache_key(src)
     if (dst / MANIFEST_FILE).is_file():
@@ -162,7 +162,10 @@ def _cached_export(src: Path) -> Path:
         raise ModelLoadError(f"{bundles}: cannot create the export cache: {exc}") from exc
     with _file_lock(bundles / f"{dst.name}.lock"):
         if not (dst / MANIFEST_FILE).is_file():  # another process may have finished meanwhile
-            export(src, dst)
+            if source is None:
+                export(src, dst)
+            else:  # a hub download: the manifest names the hub id, not the snapshot folder
+                _export(src, dst.absolute(), source)
     return dst
 
 
@@ -392,11 +395,16 @@ def export(
     src_text = os.fspath(src)
     src_path = Path(src_text).expanduser()
     if not src_path.exists() and not _looks_like_path(src_text):
-        src_path = _download(src_text)
-    src_path = src_path.resolve()
+        return _export(_download(src_text), dst_path, src_text)
+    return _export(src_path.resolve(), dst_path, None)
+
+
+def _export(src_path: Path, dst_path: Path, hub_id: str | None) -> Path:
     if (src_path / MANIFEST_FILE).is_file():
         raise ModelLoadError(f"{src_path}: already a fastembed_ext bundle; nothing to export")
     plan = _plan(src_path)
+    if hub_id is not None:
+        plan.source = hub_id
     similarity = _similarity(plan)
     if dst_path.exists() and not _replaceable(dst_path):
         raise FastembedExtError(
