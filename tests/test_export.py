@@ -132,9 +132,28 @@ def test_trace_that_disagrees_with_eager_is_refused(
     assert not (tmp_path / "bundle").exists()
 
 
-def test_quantize_not_yet_supported(distilbert_256k: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="quantize='int8' is not supported"):
-        fastembed_ext.export(distilbert_256k, tmp_path / "bundle", quantize="int8")
+def test_unknown_quantization_is_refused(distilbert_256k: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="quantize='int4' is not supported; use None or one of"):
+        fastembed_ext.export(distilbert_256k, tmp_path / "bundle", quantize="int4")
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_int8_export_quantizes_linear_layers_but_keeps_ffn_down_projections(
+    minilm: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    bundle = fastembed_ext.export(minilm, tmp_path / "int8", quantize="int8")
+    assert json.loads((bundle / "fastembed_ext.json").read_text())["dtype"] == "int8"
+    graph = str(torch.jit.load(str(bundle / "model.pt")).inlined_graph)
+    # 6 layers x (q, k, v, attention output, FFN up) quantised; the 6 FFN down-projections not.
+    assert graph.count("quantized::linear_dynamic") == 30
+
+    int8 = fastembed_ext.Encoder(bundle).encode(PARITY_TEXTS)
+    fp32 = fastembed_ext.Encoder(minilm).encode(PARITY_TEXTS)
+    cosines = (int8 * fp32).sum(axis=1)  # both unit length
+    assert np.abs(int8 - fp32).max() > 1e-4, "int8 vectors equal float32 ones: nothing was quantised"
+    assert cosines.mean() > 0.97 and cosines.min() > 0.9, cosines
 
 
 # --------------------------------------------------------------------------- layouts and settings

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FastembedExtError, ModelLoadError, UnsupportedModelError
+from .quantize import QUANTIZATIONS, quantize_int8
 
 MANIFEST_FILE = "fastembed_ext.json"
 MODEL_FILE = "model.pt"
@@ -389,17 +390,19 @@ def export(
     The bundle is written next to `dst` and renamed into place at the end, so an interrupted
     export leaves no half bundle; an existing bundle at `dst` is replaced. Returns `dst`.
     """
-    if quantize is not None:
-        raise ValueError(f"quantize={quantize!r} is not supported yet; pass quantize=None")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize={quantize!r} is not supported; use None or one of {QUANTIZATIONS}")
     dst_path = Path(os.fspath(dst)).expanduser().absolute()
     src_text = os.fspath(src)
     src_path = Path(src_text).expanduser()
     if not src_path.exists() and not _looks_like_path(src_text):
-        return _export(_download(src_text), dst_path, src_text)
-    return _export(src_path.resolve(), dst_path, None)
+        return _export(_download(src_text), dst_path, src_text, quantize)
+    return _export(src_path.resolve(), dst_path, None, quantize)
 
 
-def _export(src_path: Path, dst_path: Path, hub_id: str | None) -> Path:
+def _export(
+    src_path: Path, dst_path: Path, hub_id: str | None, quantize: str | None = None
+) -> Path:
     if (src_path / MANIFEST_FILE).is_file():
         raise ModelLoadError(f"{src_path}: already a fastembed_ext bundle; nothing to export")
     plan = _plan(src_path)
@@ -414,7 +417,7 @@ def _export(src_path: Path, dst_path: Path, hub_id: str | None) -> Path:
     dst_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst_path.name}.tmp-", dir=dst_path.parent))
     try:
-        manifest = _write_bundle(plan, similarity, tmp)
+        manifest = _write_bundle(plan, similarity, tmp, quantize)
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         os.chmod(tmp, 0o755)
         _swap_into_place(tmp, dst_path)
@@ -438,7 +441,7 @@ def _swap_into_place(tmp: Path, dst: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_bundle(plan: _Plan, similarity: str, out: Path) -> dict[str, Any]:
+def _write_bundle(plan: _Plan, similarity: str, out: Path, quantize: str | None) -> dict[str, Any]:
     import torch
     import transformers
 
@@ -455,6 +458,8 @@ def _write_bundle(plan: _Plan, similarity: str, out: Path) -> dict[str, Any]:
     transformers.logging.set_verbosity_error()  # load reports and loss-type notes are noise here
     try:
         model = _load_model(plan)
+        if quantize == "int8":
+            model = quantize_int8(model)
         dim = _trace_and_save(model, tokenizer, max_seq_length, out / MODEL_FILE)
     finally:
         transformers.logging.set_verbosity(verbosity)
@@ -477,7 +482,7 @@ def _write_bundle(plan: _Plan, similarity: str, out: Path) -> dict[str, Any]:
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
         "source": plan.source,
-        "dtype": "float32",
+        "dtype": quantize or "float32",
     }
 
 
