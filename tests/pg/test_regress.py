@@ -19,7 +19,7 @@ SCHEDULE = ["embed", "generated", "attach"]
 def test_pg_regress(pg_cluster, dsn, pg_root, minilm_path):
     # `dsn` ran `pg install --system`, so every database of the cluster finds the package
     if not PG_REGRESS.exists():
-        pytest.skip(f"{PG_REGRESS} missing (postgresql-server-dev-{cluster.PG_MAJOR})")
+        pytest.fail(f"{PG_REGRESS} missing (postgresql-server-dev-{cluster.PG_MAJOR})")
     out = pg_root / "regress"
     out.mkdir(exist_ok=True)
     cluster.give_to_server(out)
