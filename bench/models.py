@@ -70,37 +70,9 @@ def model_path(name: str) -> Path:
     return dst
 
 
-def _write_json(path: Path, obj: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2) + "\n")
-
-
-def _write_st_files(dst: Path, dim: int, max_seq_length: int, normalize: bool) -> None:
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-    ]
-    if normalize:
-        modules.append(
-            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
-        )
-        (dst / "2_Normalize").mkdir(parents=True, exist_ok=True)
-    _write_json(dst / "modules.json", modules)
-    _write_json(dst / "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
-    _write_json(
-        dst / "1_Pooling" / "config.json",
-        {
-            "word_embedding_dimension": dim,
-            "pooling_mode_cls_token": False,
-            "pooling_mode_mean_tokens": True,
-            "pooling_mode_max_tokens": False,
-            "pooling_mode_mean_sqrt_len_tokens": False,
-        },
-    )
-    _write_json(
-        dst / "config_sentence_transformers.json",
-        {"__version__": {"sentence_transformers": "2.0.0", "transformers": "4.6.1", "pytorch": "1.8.1"}},
-    )
+# The test suite writes the same sentence-transformers 2021 files around its tiny models.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from model_factory import write_st_files as _write_st_files  # noqa: E402
 
 
 def _distilbert_vocab(size: int = 256_000) -> list[str]:
