@@ -216,6 +216,13 @@ def _read_json(path: Path) -> Any:
         raise ModelLoadError(f"{path}: not valid JSON: {exc}") from exc
 
 
+def _read_json_object(path: Path) -> dict[str, Any]:
+    value = _read_json(path)
+    if not isinstance(value, dict):
+        raise ModelLoadError(f"{path}: expected a JSON object")
+    return value
+
+
 def _module_kind(type_ref: str) -> str:
     """'Transformer', 'Pooling', 'Normalize' or the class name of anything else."""
     return type_ref.rsplit(".", 1)[-1]
@@ -295,9 +302,7 @@ def _transformer_settings(transformer_dir: Path) -> dict[str, Any]:
             break
     else:
         return {}
-    settings = _read_json(file)
-    if not isinstance(settings, dict):
-        raise ModelLoadError(f"{file}: expected a JSON object")
+    settings = _read_json_object(file)
     task = settings.get("transformer_task", "feature-extraction")
     if task != "feature-extraction":
         raise UnsupportedModelError(
@@ -324,9 +329,7 @@ def _transformer_settings(transformer_dir: Path) -> dict[str, Any]:
 
 def _check_pooling(pooling_dir: Path, transformer_dir: Path) -> None:
     file = pooling_dir / "config.json"
-    pooling = _read_json(file)
-    if not isinstance(pooling, dict):
-        raise ModelLoadError(f"{file}: expected a JSON object")
+    pooling = _read_json_object(file)
     mode = pooling.get("pooling_mode")
     if mode is None:
         modes = [m for key, m in _LEGACY_POOLING_KEYS.items() if pooling.get(key)] or ["mean"]
@@ -347,9 +350,7 @@ def _st_model_settings(src: Path) -> tuple[str | None, Path | None]:
     file = src / "config_sentence_transformers.json"
     if not file.is_file():
         return None, None
-    settings = _read_json(file)
-    if not isinstance(settings, dict):
-        raise ModelLoadError(f"{file}: expected a JSON object")
+    settings = _read_json_object(file)
     model_type = settings.get("model_type", "SentenceTransformer")
     if model_type != "SentenceTransformer":
         raise UnsupportedModelError(
