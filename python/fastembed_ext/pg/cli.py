@@ -7,71 +7,55 @@ program calls ``args.func(args)``. Commands that take ``--dsn`` default to the l
 from __future__ import annotations
 
 import argparse
-import sys
 
 _DSN_HELP = "libpq connection string or URL (default: the local database of `fastembed-ext db start`)"
 
 
-def _fail(exc: Exception) -> int:
-    print(f"fastembed-ext: error: {exc}", file=sys.stderr)
-    return 1
+# FastembedExtError (PgError, ClusterError) and OSError become one-line errors in cli.main.
 
 
 def _db(args: argparse.Namespace) -> int:
     from . import db
-    from .cluster import ClusterError
-    from .errors import PgError
 
-    try:
-        if args.action == "start":
-            db.start()
-        elif args.action == "stop":
-            db.stop()
-        elif args.action == "status":
-            return 0 if db.status() else 3
-        elif args.action == "dsn":
-            print(db.default_dsn())
-    except (PgError, ClusterError) as exc:
-        return _fail(exc)
+    if args.action == "start":
+        db.start()
+    elif args.action == "stop":
+        db.stop()
+    elif args.action == "status":
+        return 0 if db.status() else 3
+    elif args.action == "dsn":
+        print(db.default_dsn())
     return 0
 
 
 def _pg_install(args: argparse.Namespace) -> int:
     from . import db
-    from .errors import PgError
     from .install import install
 
-    try:
-        install(
-            db.ensure_running_dsn(args.dsn),
-            copy_files=not args.no_copy,
-            register_minilm=not args.no_minilm,
-            cache_dir=args.cache_dir,
-            system=args.system,
-        )
-    except PgError as exc:
-        return _fail(exc)
+    install(
+        db.ensure_running_dsn(args.dsn),
+        copy_files=not args.no_copy,
+        register_minilm=not args.no_minilm,
+        cache_dir=args.cache_dir,
+        system=args.system,
+    )
     return 0
 
 
 def _ingest(args: argparse.Namespace) -> int:
     from . import db
-    from .errors import PgError
     from .ingest import ingest
 
-    try:
-        ingest(
-            db.ensure_running_dsn(args.dsn),
-            args.file,
-            args.table,
-            args.column,
-            model=args.model,
-            vector_column=args.vector_column,
-            batch_size=args.batch_size,
-            progress=not args.no_progress,
-        )
-    except (PgError, OSError) as exc:
-        return _fail(exc)
+    ingest(
+        db.ensure_running_dsn(args.dsn),
+        args.file,
+        args.table,
+        args.column,
+        model=args.model,
+        vector_column=args.vector_column,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
     return 0
 
 
@@ -93,11 +77,9 @@ def _search(args: argparse.Namespace) -> int:
             text_column=args.column,
             ef_search=args.ef_search,
         )
-    except PgError as exc:
-        return _fail(exc)
-    except psycopg.Error as exc:
+    except psycopg.Error as exc:  # the server's message and hint, without psycopg's decoration
         d = exc.diag
-        return _fail(Exception("\n".join(filter(None, [d.message_primary or str(exc), d.message_hint]))))
+        raise PgError(" ".join(filter(None, [d.message_primary or str(exc), d.message_hint]))) from exc
     for rank, h in enumerate(hits, 1):
         text = "" if h.text is None else "  " + (h.text if len(h.text) <= 100 else h.text[:97] + "...")
         print(f"{rank:>3}  {h.score:.4f}  {h.key}{text}")

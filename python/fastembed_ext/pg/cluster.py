@@ -16,12 +16,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import PgError
+
 PG_MAJOR = 15
 PG_BIN = Path(os.environ.get("FASTEMBED_EXT_PG_BIN", f"/usr/lib/postgresql/{PG_MAJOR}/bin"))
 SERVER_USER = "postgres"
 
 
-class ClusterError(RuntimeError):
+class ClusterError(PgError):
     """A cluster could not be created, started or stopped."""
 
 
