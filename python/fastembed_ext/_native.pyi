@@ -16,6 +16,7 @@ class Encoder:
         texts: Iterable[str],
         batch_size: int | None = None,
         normalize: bool | None = None,
+        batch_tokens: int | None = None,
     ) -> npt.NDArray[np.float32]: ...
     def tokenize(self, texts: Iterable[str]) -> list[list[int]]: ...
     @property

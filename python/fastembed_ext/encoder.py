@@ -23,11 +23,20 @@ class Encoder:
 
     `model` is a bundle made by `fastembed_ext.export`, a sentence-transformers or Hugging Face
     folder (exported once into a cache and reused), or a hub id where a network exists.
-    `threads` sets libtorch's intra-op threads for this process.
+    `threads` sets libtorch's intra-op threads for this process. `batch_tokens` caps the padded
+    tokens (rows x longest row) of one forward pass; the default suits every supported model.
     """
 
-    def __init__(self, model: str | os.PathLike[str], threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        threads: int | None = None,
+        batch_tokens: int | None = None,
+    ) -> None:
+        if batch_tokens is not None and (not isinstance(batch_tokens, int) or batch_tokens < 1):
+            raise ValueError(f"batch_tokens must be a positive integer, got {batch_tokens!r}")
         self._native = _native.Encoder(os.fspath(resolve_bundle(model)), threads)
+        self._batch_tokens = batch_tokens
 
     @overload
     def encode(
@@ -58,12 +67,14 @@ class Encoder:
     ) -> npt.NDArray[np.float32]:
         """Float32 vectors, C-contiguous: `(len(texts), dim)` for a list, `(dim,)` for one str.
 
-        `normalize=None` follows the model (L2-normalised when it has a Normalize module).
+        `batch_size=None` lets the engine size each batch by its token budget; a number caps the
+        texts per forward pass. `normalize=None` follows the model (L2-normalised when it has a
+        Normalize module).
         """
         if isinstance(texts, str):
-            return self._native.encode([texts], batch_size, normalize)[0]
+            return self._native.encode([texts], batch_size, normalize, self._batch_tokens)[0]
         if not show_progress_bar:
-            return self._native.encode(texts, batch_size, normalize)
+            return self._native.encode(texts, batch_size, normalize, self._batch_tokens)
         return self._encode_with_progress(list(texts), batch_size, normalize)
 
     def _encode_with_progress(
@@ -76,7 +87,9 @@ class Encoder:
         with tqdm(total=len(texts), desc="Encoding", unit="text") as bar:
             for start in range(0, len(texts), step):
                 chunk = texts[start : start + step]
-                out[start : start + len(chunk)] = self._native.encode(chunk, batch_size, normalize)
+                out[start : start + len(chunk)] = self._native.encode(
+                    chunk, batch_size, normalize, self._batch_tokens
+                )
                 bar.update(len(chunk))
         return out
 

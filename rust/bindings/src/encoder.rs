@@ -27,18 +27,22 @@ impl PyEncoder {
     }
 
     /// Embeds a sequence of str; returns float32 `(len(texts), dim)`, C-contiguous.
-    #[pyo3(signature = (texts, batch_size = None, normalize = None))]
+    #[pyo3(signature = (texts, batch_size = None, normalize = None, batch_tokens = None))]
     fn encode<'py>(
         &self,
         py: Python<'py>,
         texts: &Bound<'py, PyAny>,
         batch_size: Option<i64>,
         normalize: Option<bool>,
+        batch_tokens: Option<i64>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let texts = owned_texts(texts)?;
         let options = EncodeOptions {
             batch_size: batch_size
                 .map(|size| positive("batch_size", size))
+                .transpose()?,
+            batch_tokens: batch_tokens
+                .map(|tokens| positive("batch_tokens", tokens))
                 .transpose()?,
             normalize,
         };

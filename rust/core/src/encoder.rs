@@ -2,19 +2,20 @@ use std::path::{Path, PathBuf};
 
 use tch::Tensor;
 
+use crate::batching::{self, DEFAULT_BATCH_TOKENS};
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, MANIFEST_FILE};
 use crate::model::Backbone;
 use crate::pool;
 use crate::tokenize::{Batch, TextTokenizer};
 
-/// Rows per forward pass when the caller does not say; sentence-transformers' default.
-pub const DEFAULT_BATCH_SIZE: usize = 32;
-
-/// Per-call choices; `None` means the model's own setting.
+/// Per-call choices; `None` means the model's own setting or the engine's default.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EncodeOptions {
+    /// Most texts per forward pass (default: as many as fit `batch_tokens`).
     pub batch_size: Option<usize>,
+    /// Most padded tokens (rows × longest row) per forward pass (default [`DEFAULT_BATCH_TOKENS`]).
+    pub batch_tokens: Option<usize>,
     pub normalize: Option<bool>,
 }
 
@@ -106,29 +107,36 @@ impl Encoder {
         self.tokenizer.encode(texts)
     }
 
-    /// Embeds `texts`. Rows are grouped by token count before batching so little compute goes to
-    /// padding; the mask keeps each vector independent of its batch companions.
+    /// Embeds `texts`. Batches are planned by token count under a token budget
+    /// ([`batching::plan`]); the mask keeps each vector independent of its batch companions.
     pub fn encode<S: AsRef<str> + Sync>(
         &self,
         texts: &[S],
         options: &EncodeOptions,
     ) -> Result<Embeddings> {
-        let batch_size = options.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
-        if batch_size == 0 {
+        if options.batch_size == Some(0) {
             return Err(Error::InvalidArgument(
                 "batch_size must be at least 1".to_owned(),
+            ));
+        }
+        if options.batch_tokens == Some(0) {
+            return Err(Error::InvalidArgument(
+                "batch_tokens must be at least 1".to_owned(),
             ));
         }
         let normalize = options.normalize.unwrap_or(self.manifest.normalize);
         let dim = self.manifest.dim;
         let token_ids = self.tokenizer.encode(texts)?;
-
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&index| std::cmp::Reverse(token_ids[index].len()));
+        let lengths: Vec<usize> = token_ids.iter().map(Vec::len).collect();
+        let batches = batching::plan(
+            &lengths,
+            options.batch_size,
+            options.batch_tokens.unwrap_or(DEFAULT_BATCH_TOKENS),
+        );
 
         let mut data = vec![0.0_f32; texts.len() * dim];
-        let mut pooled_rows = Vec::with_capacity(batch_size * dim);
-        for indices in order.chunks(batch_size) {
+        let mut pooled_rows = Vec::new();
+        for indices in &batches {
             let rows: Vec<&[u32]> = indices
                 .iter()
                 .map(|&index| token_ids[index].as_slice())

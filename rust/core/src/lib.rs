@@ -1,10 +1,12 @@
 //! fastembed-ext-core: sentence embeddings with the same values as sentence-transformers.
 //!
-//! The path reads in one direction: text → [`tokenize`] → [`model`] (TorchScript backbone) →
-//! [`pool`] (masked mean, optional L2 normalisation) → `f32` rows. [`Encoder`] ties the steps
+//! The path reads in one direction: text → [`tokenize`] → [`batching`] (which texts share a
+//! forward pass) → [`model`] (TorchScript backbone) → [`pool`] (masked mean, optional L2
+//! normalisation) → `f32` rows. [`Encoder`] ties the steps
 //! together over a model bundle: a directory with `model.pt`, `tokenizer.json` and a
 //! [`Manifest`] (`fastembed_ext.json`).
 
+pub mod batching;
 mod encoder;
 mod error;
 mod manifest;
