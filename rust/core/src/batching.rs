@@ -28,7 +28,9 @@ pub fn plan(lengths: &[usize], max_rows: Option<usize>, max_tokens: usize) -> Ve
     let mut current: Vec<usize> = Vec::new();
     for index in order {
         // Rows arrive longest first, so the first row of a batch sets its padded width.
-        let width = current.first().map_or(lengths[index], |&first| lengths[first]);
+        let width = current
+            .first()
+            .map_or(lengths[index], |&first| lengths[first]);
         let fits = current.len() < max_rows
             && (current.len() + 1) * width.max(1) <= max_tokens
             && lengths[index] * MIN_FILL.1 >= width * MIN_FILL.0;
@@ -66,7 +68,10 @@ mod tests {
         assert!(widths.windows(2).all(|w| w[0] >= w[1]), "{widths:?}");
         for batch in &batches {
             let width = lengths[batch[0]];
-            assert!(batch.iter().all(|&i| 4 * lengths[i] >= 3 * width), "{batch:?}");
+            assert!(
+                batch.iter().all(|&i| 4 * lengths[i] >= 3 * width),
+                "{batch:?}"
+            );
         }
     }
 
