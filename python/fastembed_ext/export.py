@@ -34,6 +34,9 @@ MANIFEST_FILE = "fastembed_ext.json"
 MODEL_FILE = "model.pt"
 TOKENIZER_FILE = "tokenizer.json"
 FORMAT_VERSION = 1
+# Bumped whenever the exported graph changes for the same checkpoint, so cached exports made by
+# an older exporter are made anew instead of reused.
+EXPORT_REVISION = 2
 INPUT_NAMES = ["input_ids", "attention_mask"]
 SUPPORTED_ARCHITECTURES = ("bert", "distilbert", "roberta")
 
@@ -136,9 +139,10 @@ def cache_dir() -> Path:
 
 
 def cache_key(src: Path) -> str:
-    """Name of the cached bundle of `src`: its folder name plus a hash of its absolute path and the
-    relative path, size and mtime of every file in it, so an edited checkpoint is exported anew."""
-    digest = hashlib.sha256(str(src).encode())
+    """Name of the cached bundle of `src`: its folder name plus a hash of the export revision, its
+    absolute path and the relative path, size and mtime of every file in it, so an edited
+    checkpoint (or a newer exporter) exports anew."""
+    digest = hashlib.sha256(f"{EXPORT_REVISION}\0{src}".encode())
     for root, dirs, files in os.walk(src, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
@@ -446,6 +450,8 @@ def _write_bundle(plan: _Plan, similarity: str, out: Path, quantize: str | None)
     import torch
     import transformers
 
+    from .linear import store_linear_weights_column_major
+
     tokenizer, max_seq_length = _load_tokenizer(plan)
     if tokenizer.pad_token is None or tokenizer.pad_token_id is None:
         raise UnsupportedModelError(f"{plan.transformer_dir}: the tokenizer has no pad token")
@@ -461,6 +467,7 @@ def _write_bundle(plan: _Plan, similarity: str, out: Path, quantize: str | None)
         model = _load_model(plan)
         if quantize == "int8":
             model = quantize_int8(model)
+        store_linear_weights_column_major(model)
         dim = _trace_and_save(model, tokenizer, max_seq_length, out / MODEL_FILE)
     finally:
         transformers.logging.set_verbosity(verbosity)
@@ -471,6 +478,7 @@ def _write_bundle(plan: _Plan, similarity: str, out: Path, quantize: str | None)
         )
     return {
         "format_version": FORMAT_VERSION,
+        "export_revision": EXPORT_REVISION,
         "architecture": plan.architecture,
         "dim": dim,
         "max_seq_length": max_seq_length,
