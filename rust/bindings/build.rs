@@ -13,9 +13,10 @@ fn main() {
         println!("cargo:rustc-link-arg-cdylib=-Wl,-rpath,{dir}");
         println!("cargo:rustc-link-search=native={dir}");
     }
-    // libtorch registers its operators from static initialisers: keep it linked even though no
-    // symbol of libtorch.so itself is referenced.
-    println!("cargo:rustc-link-arg-cdylib=-Wl,--no-as-needed,-ltorch,--as-needed");
+    // libtorch registers its CPU operators from static initialisers of libtorch_cpu: keep it
+    // linked whatever symbols are referenced. Not `-ltorch`: in the CUDA wheel that stub pulls in
+    // libtorch_cuda, cuBLAS, NVRTC and friends, about 260 MiB resident that a CPU engine never uses.
+    println!("cargo:rustc-link-arg-cdylib=-Wl,--no-as-needed,-ltorch_cpu,--as-needed");
 }
 
 fn torch_lib_dir() -> Option<String> {
