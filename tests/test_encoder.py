@@ -45,6 +45,24 @@ def test_vector_does_not_depend_on_batch(encoder) -> None:
     np.testing.assert_allclose(reversed_, alone, rtol=0, atol=1e-5)
 
 
+def test_token_budget_changes_batches_not_vectors(encoder) -> None:
+    texts = LONGER + SHORT
+    default = encoder.encode(texts)
+    for budget in (1, 40, 100_000):  # one text per pass, a few short ones together, all at once
+        got = fastembed_ext.Encoder(encoder.path, batch_tokens=budget).encode(texts)
+        np.testing.assert_allclose(got, default, rtol=0, atol=1e-5, err_msg=f"batch_tokens={budget}")
+
+
+@pytest.mark.parametrize("budget", [0, -3, 2.5])
+def test_token_budget_must_be_a_positive_integer(distilbert_bundle: Path, budget) -> None:
+    with pytest.raises(ValueError, match=rf"batch_tokens must be a positive integer, got {budget}"):
+        fastembed_ext.Encoder(distilbert_bundle, batch_tokens=budget)
+    native = fastembed_ext.Encoder(distilbert_bundle)._native
+    if isinstance(budget, int):
+        with pytest.raises(ValueError, match=rf"batch_tokens must be a positive integer, got {budget}"):
+            native.encode(["a"], None, None, budget)
+
+
 def test_threads_share_one_encoder(distilbert_encoder) -> None:
     enc = distilbert_encoder
     lists = [PARITY_TEXTS[i::4] + SHORT for i in range(4)]
@@ -106,9 +124,16 @@ def test_no_torch_needed_to_encode(distilbert_bundle: Path) -> None:
         f"enc = fastembed_ext.Encoder({str(distilbert_bundle)!r})\n"
         "assert enc.encode(['hello']).shape == (1, 32)\n"
         "print(sorted(m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules))\n"
+        "print(sorted({line.split('/')[-1].strip() for line in open('/proc/self/maps')\n"
+        "              if 'libtorch' in line or 'libcu' in line or 'libnv' in line}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    modules, libraries = out.stdout.splitlines()
+    assert modules == "[]"
+    # The CPU half of libtorch only: its CUDA half would cost ~260 MiB resident for nothing.
+    assert "libtorch_cpu.so" in libraries
+    for heavy in ("libtorch_cuda", "libcublas", "libnvrtc", "libnvJitLink", "libcudnn"):
+        assert heavy not in libraries, libraries
 
 
 # --------------------------------------------------------------------------- errors
