@@ -53,14 +53,20 @@ def test_token_budget_changes_batches_not_vectors(encoder) -> None:
         np.testing.assert_allclose(got, default, rtol=0, atol=1e-5, err_msg=f"batch_tokens={budget}")
 
 
-@pytest.mark.parametrize("budget", [0, -3, 2.5])
-def test_token_budget_must_be_a_positive_integer(distilbert_bundle: Path, budget) -> None:
+@pytest.mark.parametrize("budget", [0, -3])
+def test_token_budget_must_be_a_positive_integer(distilbert_bundle: Path, budget: int) -> None:
     with pytest.raises(ValueError, match=rf"batch_tokens must be a positive integer, got {budget}"):
         fastembed_ext.Encoder(distilbert_bundle, batch_tokens=budget)
     native = fastembed_ext.Encoder(distilbert_bundle)._native
-    if isinstance(budget, int):
-        with pytest.raises(ValueError, match=rf"batch_tokens must be a positive integer, got {budget}"):
-            native.encode(["a"], None, None, budget)
+    with pytest.raises(ValueError, match=rf"batch_tokens must be a positive integer, got {budget}"):
+        native.encode(["a"], None, None, budget)
+
+
+def test_token_budget_type(distilbert_bundle: Path) -> None:
+    with pytest.raises(TypeError, match="batch_tokens must be an int, not float"):
+        fastembed_ext.Encoder(distilbert_bundle, batch_tokens=2.5)
+    enc = fastembed_ext.Encoder(distilbert_bundle, batch_tokens=np.int64(64))
+    assert enc.encode(["a", "b"]).shape == (2, 32)
 
 
 def test_threads_share_one_encoder(distilbert_encoder) -> None:

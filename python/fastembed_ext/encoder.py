@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -33,8 +34,15 @@ class Encoder:
         threads: int | None = None,
         batch_tokens: int | None = None,
     ) -> None:
-        if batch_tokens is not None and (not isinstance(batch_tokens, int) or batch_tokens < 1):
-            raise ValueError(f"batch_tokens must be a positive integer, got {batch_tokens!r}")
+        if batch_tokens is not None:
+            try:
+                batch_tokens = operator.index(batch_tokens)  # int, numpy integers
+            except TypeError:
+                raise TypeError(
+                    f"batch_tokens must be an int, not {type(batch_tokens).__name__}"
+                ) from None
+            if batch_tokens < 1:
+                raise ValueError(f"batch_tokens must be a positive integer, got {batch_tokens}")
         self._native = _native.Encoder(os.fspath(resolve_bundle(model)), threads)
         self._batch_tokens = batch_tokens
 
