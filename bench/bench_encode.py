@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import json
 import os
 import platform
@@ -199,13 +198,14 @@ class Side:
 
 
 def int8_bundle(st_path: Path, name: str) -> Path:
-    """Export (once per exporter version) an int8 bundle; raises if the exporter can't."""
+    """Export (once per checkpoint and export revision) an int8 bundle; raises if the exporter can't."""
+    import importlib
+
     import fastembed_ext
 
-    src = Path(fastembed_ext.__file__).parent / "export.py"
-    h = hashlib.sha1(src.read_bytes() if src.exists() else b"")
-    h.update(str(getattr(fastembed_ext, "__version__", "")).encode())
-    dst = models.cache_root() / "int8" / f"{name}-{h.hexdigest()[:12]}"
+    # The engine's own cache key: it changes with the checkpoint's files and the export revision.
+    key = importlib.import_module("fastembed_ext.export").cache_key(st_path)
+    dst = models.cache_root() / "int8" / f"{name}-{key}"
     if not (dst / "fastembed_ext.json").exists():
         fastembed_ext.export(str(st_path), str(dst), quantize="int8")
     return dst
