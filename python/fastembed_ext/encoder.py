@@ -14,9 +14,11 @@ import numpy.typing as npt
 from . import _native
 from .export import resolve_bundle
 
-# With a progress bar the texts go to the engine in chunks of this many batches, so the bar
-# moves while the chunks stay large enough to group texts of similar length.
+# With a progress bar the texts go to the engine in chunks, so the bar moves while each chunk stays
+# large enough for the engine to group texts of similar length: 8 batches when the caller caps
+# the batch size, else this many texts.
 _BATCHES_PER_PROGRESS_STEP = 8
+_TEXTS_PER_PROGRESS_STEP = 256
 
 
 class Encoder:
@@ -91,7 +93,7 @@ class Encoder:
         from tqdm.auto import tqdm
 
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        step = (batch_size or 32) * _BATCHES_PER_PROGRESS_STEP
+        step = batch_size * _BATCHES_PER_PROGRESS_STEP if batch_size else _TEXTS_PER_PROGRESS_STEP
         with tqdm(total=len(texts), desc="Encoding", unit="text") as bar:
             for start in range(0, len(texts), step):
                 chunk = texts[start : start + step]
