@@ -15,7 +15,7 @@ from model_factory import PARITY_TEXTS, copy_with_modules, copy_with_pooling
 import fastembed_ext
 from fastembed_ext import FastembedExtError, ModelLoadError, UnsupportedModelError
 
-from fastembed_ext.linear import store_linear_weights_column_major
+from fastembed_ext.linear import FastembedLinear, route_linear_layers
 
 export_module = importlib.import_module("fastembed_ext.export")
 
@@ -107,30 +107,35 @@ def test_model_pt_is_the_backbone(distilbert_bundle: Path, distilbert_256k: Path
     assert float((got - want).abs().max()) < 1e-5
 
 
-def test_linear_weights_are_stored_column_major(distilbert_bundle: Path) -> None:
-    """The exported graph's linear layers read W.T contiguously (a plain GEMM, fast for few rows)."""
+def test_linear_layers_call_the_engine_operator(distilbert_bundle: Path) -> None:
+    """Every linear layer of the exported graph is `fastembed::linear` on nn.Linear's own weight."""
     import torch
 
-    module = torch.jit.load(str(distilbert_bundle / "model.pt"))
-    weights = [
-        node.inputsAt(1).toIValue()
-        for node in module.graph.findAllNodes("aten::linear")
-    ]
+    graph = torch.jit.load(str(distilbert_bundle / "model.pt")).graph
+    assert graph.findAllNodes("aten::linear") == []
+    weights = [node.inputsAt(1).toIValue() for node in graph.findAllNodes("fastembed::linear")]
     assert len(weights) == 2 * 6  # two layers: q, k, v, out, ffn up, ffn down
     for weight in weights:
-        assert weight.dim() == 2 and weight.t().is_contiguous() and not weight.is_contiguous()
+        assert weight.dim() == 2 and weight.is_contiguous()
 
 
-def test_column_major_keeps_values_and_replaces_float_linears_only(distilbert_256k: Path) -> None:
+def test_routing_keeps_values_and_replaces_float_linears_only(distilbert_256k: Path) -> None:
     import torch
     from transformers import AutoModel
 
     model = AutoModel.from_pretrained(str(distilbert_256k)).eval()
+    ids = torch.tensor([[1, 2, 3, 4, model.config.vocab_size - 1, 5]])
+    with torch.no_grad():
+        want = model(input_ids=ids).last_hidden_state
     before = {name: m.weight.clone() for name, m in model.named_modules() if type(m) is torch.nn.Linear}
-    assert store_linear_weights_column_major(model) == len(before) > 0
-    for name, module in model.named_modules():
-        if name in before:
-            assert torch.equal(module.weight, before[name]) and module.weight.t().is_contiguous()
+    assert route_linear_layers(model) == len(before) > 0
+    routed = dict(model.named_modules())
+    for name, weight in before.items():
+        assert type(routed[name]) is FastembedLinear and torch.equal(routed[name].weight, weight)
+    assert not any(type(m) is torch.nn.Linear for m in model.modules())
+    with torch.no_grad():
+        got = model(input_ids=ids).last_hidden_state
+    assert float((got - want).abs().max()) < 1e-4
 
 
 def test_overwrites_an_existing_bundle(distilbert_256k: Path, distilbert_bundle: Path, tmp_path: Path) -> None:
@@ -187,6 +192,7 @@ def test_int8_export_quantizes_linear_layers_but_keeps_ffn_down_projections(
     graph = str(torch.jit.load(str(bundle / "model.pt")).inlined_graph)
     # 6 layers x (q, k, v, attention output, FFN up) quantised; the 6 FFN down-projections not.
     assert graph.count("quantized::linear_dynamic") == 30
+    assert graph.count("fastembed::linear") == 6 and graph.count("aten::linear") == 0
 
     int8 = fastembed_ext.Encoder(bundle).encode(PARITY_TEXTS)
     fp32 = fastembed_ext.Encoder(minilm).encode(PARITY_TEXTS)

@@ -36,7 +36,7 @@ TOKENIZER_FILE = "tokenizer.json"
 FORMAT_VERSION = 1
 # Bumped whenever the exported graph changes for the same checkpoint, so cached exports made by
 # an older exporter are made anew instead of reused.
-EXPORT_REVISION = 2
+EXPORT_REVISION = 3
 INPUT_NAMES = ["input_ids", "attention_mask"]
 SUPPORTED_ARCHITECTURES = ("bert", "distilbert", "roberta")
 
@@ -450,7 +450,7 @@ def _write_bundle(plan: _Plan, similarity: str, out: Path, quantize: str | None)
     import torch
     import transformers
 
-    from .linear import store_linear_weights_column_major
+    from .linear import route_linear_layers
 
     tokenizer, max_seq_length = _load_tokenizer(plan)
     if tokenizer.pad_token is None or tokenizer.pad_token_id is None:
@@ -467,7 +467,7 @@ def _write_bundle(plan: _Plan, similarity: str, out: Path, quantize: str | None)
         model = _load_model(plan)
         if quantize == "int8":
             model = quantize_int8(model)
-        store_linear_weights_column_major(model)
+        route_linear_layers(model)
         dim = _trace_and_save(model, tokenizer, max_seq_length, out / MODEL_FILE)
     finally:
         transformers.logging.set_verbosity(verbosity)

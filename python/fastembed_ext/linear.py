@@ -1,35 +1,48 @@
-"""Weight layout of the traced backbone's linear layers.
+"""The exported graph's linear layers call ``fastembed::linear`` instead of ``aten::linear``.
 
-``nn.Linear`` keeps its weight ``W`` as ``[out, in]`` rows, so ``linear(x, W, b)`` asks MKL for
-``x @ W.T``, a GEMM with a transposed operand that MKL repacks on every call. With the dozen rows
-of one short query that repacking, not the arithmetic, is most of the layer: the weights stream
-from memory at about half the speed the machine can read them. Storing the same ``W``
-column-major (``W.T`` contiguous) lets the same ``aten::linear`` run ``x @ W.T`` as a plain GEMM
-that streams the weights once. At many rows both layouts run at the same speed.
+``fastembed::linear`` is the engine's own libtorch operator (``rust/core/csrc``), registered when
+``fastembed_ext._native`` is imported. Its contract is ``aten::linear``'s, on the same
+``nn.Linear`` weight (``[out, in]``, row-major). For up to 64 rows (the tokens of one short
+query or a small batch) on a CPU with AVX2 or AVX-512 it runs a skinny GEMM that streams the
+weights once, front to back, at close to the machine's memory bandwidth; MKL's GEMM streams them
+at about half that for so few rows, and one short query is bound by reading every weight once.
+Larger batches go to ``aten::linear`` (MKL) itself. ``bench/linear_forms.py`` measures both.
 
-The values, the operators of the graph and their order are unchanged: vectors agree with
-sentence-transformers' to float32 rounding. TorchScript freezing and saving keep the strides.
-``bench/linear_forms.py`` measures both layouts.
+Values agree with ``aten::linear`` to float32 rounding (the sums run in another order).
 """
 
 from __future__ import annotations
 
 import torch
 
-
-def column_major(weight: torch.Tensor) -> torch.Tensor:
-    """The same matrix, stored so that its transpose is contiguous."""
-    return weight.t().contiguous().t()
+from . import _native  # noqa: F401  (registers torch.ops.fastembed)
 
 
-def store_linear_weights_column_major(model: torch.nn.Module) -> int:
-    """Re-lays the weight of every float ``nn.Linear`` of `model` in place; returns how many.
-    Quantised linear layers (int8 export) are other classes and keep their own packing."""
-    count = 0
-    for module in model.modules():
-        if type(module) is torch.nn.Linear:
-            module.weight = torch.nn.Parameter(
-                column_major(module.weight.detach()), requires_grad=False
-            )
-            count += 1
-    return count
+class FastembedLinear(torch.nn.Module):
+    """``nn.Linear``'s forward through ``fastembed::linear``; same parameters."""
+
+    def __init__(self, linear: torch.nn.Linear) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(linear.weight.detach().contiguous(), requires_grad=False)
+        self.bias = (
+            None
+            if linear.bias is None
+            else torch.nn.Parameter(linear.bias.detach().contiguous(), requires_grad=False)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.fastembed.linear(x, self.weight, self.bias)
+
+
+def route_linear_layers(model: torch.nn.Module) -> int:
+    """Replaces every float ``nn.Linear`` of `model` in place; returns how many. Quantised linear
+    layers (int8 export) are other classes and keep their own kernels."""
+    targets = [
+        (parent, name)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if type(child) is torch.nn.Linear
+    ]
+    for parent, name in targets:
+        setattr(parent, name, FastembedLinear(getattr(parent, name)))
+    return len(targets)

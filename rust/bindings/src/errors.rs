@@ -1,7 +1,7 @@
 //! The one place where core errors become Python exceptions.
 
 use fastembed_core::Error;
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::PyErr;
 
 // Defined in Python (fastembed_ext/errors.py) so the exporter raises the very same classes.
@@ -16,5 +16,6 @@ pub fn to_py_err(err: Error) -> PyErr {
         Error::Unsupported { .. } => UnsupportedModelError::new_err(message),
         Error::InvalidArgument(_) => PyValueError::new_err(message),
         Error::Tokenize(_) | Error::Forward(_) => EncodeError::new_err(message),
+        Error::Operator(_) => PyRuntimeError::new_err(message),
     }
 }

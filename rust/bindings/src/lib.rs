@@ -19,11 +19,20 @@ fn num_threads() -> usize {
     fastembed_core::num_threads()
 }
 
+/// The kernel `fastembed::linear` runs for a few rows: "avx512", "avx2" or "aten".
+#[pyfunction]
+fn linear_kernel() -> &'static str {
+    fastembed_core::ops::linear_kernel()
+}
+
 #[pymodule]
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Before anything can load or export a bundle that calls `fastembed::linear`.
+    fastembed_core::ops::register().map_err(errors::to_py_err)?;
     module.add_class::<encoder::PyEncoder>()?;
     module.add_function(wrap_pyfunction!(set_num_threads, module)?)?;
     module.add_function(wrap_pyfunction!(num_threads, module)?)?;
+    module.add_function(wrap_pyfunction!(linear_kernel, module)?)?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

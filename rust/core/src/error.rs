@@ -18,6 +18,9 @@ pub enum Error {
     /// libtorch failed while running the backbone or pooling.
     #[error("forward pass failed: {0}")]
     Forward(String),
+    /// The engine's own libtorch operators could not be registered.
+    #[error("{0}")]
+    Operator(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -11,6 +11,7 @@ mod encoder;
 mod error;
 mod manifest;
 pub mod model;
+pub mod ops;
 pub mod pool;
 pub mod tokenize;
 

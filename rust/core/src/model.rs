@@ -18,6 +18,8 @@ impl Backbone {
                 "missing: the bundle has no TorchScript backbone",
             ));
         }
+        // Bundles call `fastembed::linear`; the operator must exist before the graph is read.
+        crate::ops::register()?;
         let mut module = CModule::load_on_device(path, Device::Cpu).map_err(|err| {
             Error::bundle(
                 path,

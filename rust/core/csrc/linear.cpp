@@ -1,0 +1,118 @@
+// `fastembed::linear(input, weight, bias)`: the operator exported bundles call for every float
+// linear layer. Same contract as `aten::linear`; a few rows on a CPU with AVX2 or AVX-512 take the
+// skinny GEMM of skinny_kernel.h, everything else goes to `at::linear` (MKL).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/core/GradMode.h>
+#include <torch/library.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "skinny.h"
+
+namespace fastembed {
+namespace {
+
+// Up to this many rows (tokens of the batch) the skinny GEMM beats MKL on every layer shape of
+// the supported models; bench/linear_forms.py measures the crossover.
+constexpr int64_t kMaxSkinnyRows = 64;
+// Output columns per parallel task.
+constexpr int64_t kColumnsPerTask = 16;
+
+enum class Kernel { Aten, Avx2, Avx512 };
+
+Kernel kernel = Kernel::Aten;
+
+const char* kernel_name(Kernel k) {
+  switch (k) {
+    case Kernel::Avx512: return "avx512";
+    case Kernel::Avx2: return "avx2";
+    case Kernel::Aten: return "aten";
+  }
+  return "aten";
+}
+
+// The best the CPU runs, or the one FASTEMBED_EXT_LINEAR_KERNEL asks for if the CPU runs it.
+Kernel choose_kernel() {
+  __builtin_cpu_init();
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  Kernel best = avx512 ? Kernel::Avx512 : avx2 ? Kernel::Avx2 : Kernel::Aten;
+  const char* wanted = std::getenv("FASTEMBED_EXT_LINEAR_KERNEL");
+  if (wanted == nullptr) return best;
+  if (std::strcmp(wanted, "aten") == 0) return Kernel::Aten;
+  if (std::strcmp(wanted, "avx2") == 0 && avx2) return Kernel::Avx2;
+  return best;
+}
+
+bool skinny_applies(const at::Tensor& input, const at::Tensor& weight,
+                    const std::optional<at::Tensor>& bias) {
+  if (kernel == Kernel::Aten) return false;
+  if (input.device().type() != c10::DeviceType::CPU || input.scalar_type() != at::kFloat ||
+      input.dim() < 1 || input.numel() == 0)
+    return false;
+  if (weight.device().type() != c10::DeviceType::CPU || weight.scalar_type() != at::kFloat ||
+      weight.dim() != 2 || !weight.is_contiguous() || weight.size(1) != input.size(-1))
+    return false;
+  if (bias.has_value() && bias->defined() &&
+      (bias->device().type() != c10::DeviceType::CPU || bias->scalar_type() != at::kFloat ||
+       bias->dim() != 1 || !bias->is_contiguous() || bias->size(0) != weight.size(0)))
+    return false;
+  if (c10::GradMode::is_enabled() &&
+      (input.requires_grad() || weight.requires_grad() ||
+       (bias.has_value() && bias->defined() && bias->requires_grad())))
+    return false;
+  return input.numel() / input.size(-1) <= kMaxSkinnyRows;
+}
+
+at::Tensor linear(const at::Tensor& input, const at::Tensor& weight,
+                  const std::optional<at::Tensor>& bias) {
+  if (!skinny_applies(input, weight, bias)) return at::linear(input, weight, bias);
+  const int64_t k = input.size(-1);
+  const int64_t n = weight.size(0);
+  const at::Tensor x = input.contiguous();
+  std::vector<int64_t> out_sizes = input.sizes().vec();
+  out_sizes.back() = n;
+  at::Tensor y = at::empty(out_sizes, input.options());
+  const bool has_bias = bias.has_value() && bias->defined();
+  const skinny::Problem problem{
+      x.const_data_ptr<float>(), x.numel() / k, k, weight.const_data_ptr<float>(),
+      has_bias ? bias->const_data_ptr<float>() : nullptr, y.mutable_data_ptr<float>(), n};
+  const auto run = kernel == Kernel::Avx512 ? skinny::linear_avx512 : skinny::linear_avx2;
+  const int64_t tasks = (n + kColumnsPerTask - 1) / kColumnsPerTask;
+  at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+    run(problem, begin * kColumnsPerTask, std::min(end * kColumnsPerTask, n));
+  });
+  return y;
+}
+
+}  // namespace
+}  // namespace fastembed
+
+// Registers the operator once per process. Returns null, or why it could not be registered.
+extern "C" const char* fastembed_register_ops() {
+  static std::string error;
+  static const bool once = [] {
+    try {
+      fastembed::kernel = fastembed::choose_kernel();
+      // Leaked on purpose: the registration must outlive every module that calls the operator.
+      auto* library = new torch::Library(torch::Library::DEF, "fastembed", std::nullopt,
+                                         __FILE__, __LINE__);
+      library->def("linear(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor",
+                   &fastembed::linear);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    return true;
+  }();
+  (void)once;
+  return error.empty() ? nullptr : error.c_str();
+}
+
+// The kernel the operator uses for a few rows: "avx512", "avx2" or "aten".
+extern "C" const char* fastembed_linear_kernel() {
+  return fastembed::kernel_name(fastembed::kernel);
+}

@@ -1,0 +1,102 @@
+// Skinny float32 GEMM for the few rows of a short query: y = x · wᵀ + b.
+//
+// `w` is nn.Linear's own [n, k] row-major weight. Every output is a dot product over contiguous
+// memory, so the weights stream once, front to back, while the few input rows stay in cache; a
+// software prefetch runs ahead on the same stream so that reading the next weights overlaps the
+// arithmetic on these. MKL's GEMM repacks `w` on each call and streams it at about half the
+// machine's read speed for 10-60 rows.
+//
+// This header is compiled once per instruction set (skinny_avx512.cpp, skinny_avx2.cpp). It must
+// not include or instantiate anything shared with other translation units (no ATen, no std
+// templates): the linker would keep one copy of such an inline function, possibly the AVX-512 one.
+#pragma once
+
+#include <cstdint>
+#include <immintrin.h>
+
+#include "skinny.h"
+
+namespace fastembed::skinny {
+
+template <class Isa, int NB, int RB>
+inline void tile(const Problem& p, int64_t col, int64_t row, const char* prefetch,
+                 int64_t prefetch_lines) {
+  using V = typename Isa::V;
+  constexpr int L = Isa::kLanes;
+  const int64_t k = p.k;
+  const float* w = p.w + col * k;
+  const float* x = p.x + row * k;
+  V acc[NB][RB];
+  for (int i = 0; i < NB; ++i)
+    for (int j = 0; j < RB; ++j) acc[i][j] = Isa::zero();
+  const int64_t steps = k / L;
+  int64_t issued = 0;
+  int64_t kk = 0;
+  for (int64_t step = 0; step < steps; ++step, kk += L) {
+    V wv[NB];
+    for (int i = 0; i < NB; ++i) wv[i] = Isa::load(w + i * k + kk);
+    // Spread this tile's share of the prefetch evenly over its k loop.
+    const int64_t upto = (step + 1) * prefetch_lines / steps;
+    for (; issued < upto; ++issued) _mm_prefetch(prefetch + issued * 64, _MM_HINT_T1);
+    for (int j = 0; j < RB; ++j) {
+      const V xv = Isa::load(x + j * k + kk);
+      for (int i = 0; i < NB; ++i) acc[i][j] = Isa::fma(wv[i], xv, acc[i][j]);
+    }
+  }
+  if (kk < k) {
+    const int rest = static_cast<int>(k - kk);
+    V wv[NB];
+    for (int i = 0; i < NB; ++i) wv[i] = Isa::load_partial(w + i * k + kk, rest);
+    for (int j = 0; j < RB; ++j) {
+      const V xv = Isa::load_partial(x + j * k + kk, rest);
+      for (int i = 0; i < NB; ++i) acc[i][j] = Isa::fma(wv[i], xv, acc[i][j]);
+    }
+  }
+  for (int j = 0; j < RB; ++j) {
+    float* out = p.y + (row + j) * p.ldy + col;
+    for (int i = 0; i < NB; ++i)
+      out[i] = Isa::sum(acc[i][j]) + (p.bias != nullptr ? p.bias[col + i] : 0.0f);
+  }
+}
+
+// All rows against NB weight rows starting at `col`; the prefetch region [pf_begin, pf_end) is
+// shared out among the row tiles, which all reread the same NB weight rows from L1.
+template <class Isa, int NB>
+inline void column_block(const Problem& p, int64_t col, const char* pf_begin, const char* pf_end) {
+  constexpr int RB = Isa::kRows;
+  const int64_t tiles = (p.m + RB - 1) / RB;
+  const int64_t lines = (pf_end - pf_begin) / 64;
+  int64_t row = 0;
+  for (int64_t t = 0; t < tiles; ++t, row += RB) {
+    const int64_t first = lines * t / tiles;
+    const int64_t count = lines * (t + 1) / tiles - first;
+    const char* pf = pf_begin + first * 64;
+    switch (p.m - row < RB ? p.m - row : RB) {
+      case 1: tile<Isa, NB, 1>(p, col, row, pf, count); break;
+      case 2: tile<Isa, NB, 2>(p, col, row, pf, count); break;
+      case 3: tile<Isa, NB, 3>(p, col, row, pf, count); break;
+      case 4: tile<Isa, NB, 4>(p, col, row, pf, count); break;
+      case 5: if constexpr (RB >= 5) tile<Isa, NB, 5>(p, col, row, pf, count); break;
+      case 6: if constexpr (RB >= 6) tile<Isa, NB, 6>(p, col, row, pf, count); break;
+      default: break;
+    }
+  }
+}
+
+template <class Isa>
+inline void columns(const Problem& p, int64_t col_begin, int64_t col_end) {
+  constexpr int NB = Isa::kCols;
+  const char* stream_end = reinterpret_cast<const char*>(p.w + col_end * p.k);
+  int64_t col = col_begin;
+  for (; col + NB <= col_end; col += NB) {
+    // Prefetch the weight rows two blocks ahead, into L2.
+    const char* a = reinterpret_cast<const char*>(p.w + (col + 2 * NB) * p.k);
+    const char* b = reinterpret_cast<const char*>(p.w + (col + 3 * NB) * p.k);
+    if (a > stream_end) a = stream_end;
+    if (b > stream_end) b = stream_end;
+    column_block<Isa, NB>(p, col, a, b);
+  }
+  for (; col < col_end; ++col) column_block<Isa, 1>(p, col, stream_end, stream_end);
+}
+
+}  // namespace fastembed::skinny

@@ -1,0 +1,60 @@
+//! `fastembed::linear`, the libtorch operator exported bundles call for their linear layers
+//! (C++ in `csrc/`). It has to be registered in the process before such a bundle is loaded.
+
+use std::ffi::{c_char, CStr};
+use std::sync::OnceLock;
+
+use crate::error::{Error, Result};
+
+extern "C" {
+    fn fastembed_register_ops() -> *const c_char;
+    fn fastembed_linear_kernel() -> *const c_char;
+}
+
+/// Registers the project's libtorch operators with the dispatcher, once per process; later calls
+/// return the first call's outcome. [`crate::Encoder::load`] calls it, Python calls it on import
+/// so that export can trace the operator.
+pub fn register() -> Result<()> {
+    static OUTCOME: OnceLock<Result<(), String>> = OnceLock::new();
+    OUTCOME
+        .get_or_init(|| {
+            // SAFETY: the C++ side catches every exception and returns null or a pointer to a
+            // NUL-terminated string that lives until the process ends.
+            let error = unsafe { fastembed_register_ops() };
+            if error.is_null() {
+                Ok(())
+            } else {
+                // SAFETY: as above.
+                Err(unsafe { CStr::from_ptr(error) }
+                    .to_string_lossy()
+                    .into_owned())
+            }
+        })
+        .clone()
+        .map_err(|message| Error::Operator(format!("cannot register fastembed::linear: {message}")))
+}
+
+/// Which kernel `fastembed::linear` uses for a few rows: `"avx512"`, `"avx2"`, or `"aten"` (MKL
+/// for everything, on CPUs without AVX2 or when `FASTEMBED_EXT_LINEAR_KERNEL=aten` was set before
+/// registration).
+pub fn linear_kernel() -> &'static str {
+    // SAFETY: returns a pointer to a static NUL-terminated ASCII string.
+    let name = unsafe { CStr::from_ptr(fastembed_linear_kernel()) };
+    match name.to_bytes() {
+        b"avx512" => "avx512",
+        b"avx2" => "avx2",
+        _ => "aten",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_is_idempotent_and_names_a_kernel() {
+        assert!(register().is_ok());
+        assert!(register().is_ok());
+        assert!(["avx512", "avx2", "aten"].contains(&linear_kernel()));
+    }
+}
