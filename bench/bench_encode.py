@@ -419,6 +419,7 @@ def bench_model(name: str, n: int, args: argparse.Namespace, cpu: dict[str, Any]
             s.query(QUERY)
     for _ in range(calls // 10):
         for s in sides:
+            time.sleep(0.2)  # as above: no side's first call competes with the last side's spinners
             for _ in range(10):
                 t = time.perf_counter()
                 s.query(QUERY)

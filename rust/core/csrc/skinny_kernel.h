@@ -52,10 +52,18 @@ inline void tile(const Problem& p, int64_t col, int64_t row, const char* prefetc
       for (int i = 0; i < NB; ++i) acc[i][j] = Isa::fma(wv[i], xv, acc[i][j]);
     }
   }
-  for (int j = 0; j < RB; ++j) {
-    float* out = p.y + (row + j) * p.ldy + col;
-    for (int i = 0; i < NB; ++i)
-      out[i] = Isa::sum(acc[i][j]) + (p.bias != nullptr ? p.bias[col + i] : 0.0f);
+  if constexpr (NB == 4) {
+    // Four horizontal sums at once, stored as one vector: the reductions are a tenth of a tile.
+    const __m128 bias = p.bias != nullptr ? _mm_loadu_ps(p.bias + col) : _mm_setzero_ps();
+    for (int j = 0; j < RB; ++j)
+      _mm_storeu_ps(p.y + (row + j) * p.ldy + col,
+                    _mm_add_ps(Isa::sum4(acc[0][j], acc[1][j], acc[2][j], acc[3][j]), bias));
+  } else {
+    for (int j = 0; j < RB; ++j) {
+      float* out = p.y + (row + j) * p.ldy + col;
+      for (int i = 0; i < NB; ++i)
+        out[i] = Isa::sum(acc[i][j]) + (p.bias != nullptr ? p.bias[col + i] : 0.0f);
+    }
   }
 }
 
