@@ -2,11 +2,11 @@
 
 ``fastembed::linear`` is the engine's own libtorch operator (``rust/core/csrc``), registered when
 ``fastembed_ext._native`` is imported. Its contract is ``aten::linear``'s, on the same
-``nn.Linear`` weight (``[out, in]``, row-major). For up to 64 rows (the tokens of one short
-query or a small batch) on a CPU with AVX2 or AVX-512 it runs a skinny GEMM that streams the
-weights once, front to back, at close to the machine's memory bandwidth; MKL's GEMM streams them
-at about half that for so few rows, and one short query is bound by reading every weight once.
-Larger batches go to ``aten::linear`` (MKL) itself. ``bench/linear_forms.py`` measures both.
+``nn.Linear`` weight (``[out, in]``, row-major). For a few rows (the tokens of one short query
+or a small batch: up to 64 with AVX-512, 24 with AVX2) it runs a skinny GEMM that streams the
+weights once, front to back, with the arithmetic overlapping the reads; MKL's GEMM streams them
+at about 60% of that speed for so few rows, and one short query is bound by reading every weight
+once. More rows go to ``aten::linear`` (MKL) itself. ``bench/linear_forms.py`` measures both.
 
 Values agree with ``aten::linear`` to float32 rounding (the sums run in another order).
 """

@@ -17,8 +17,10 @@ namespace fastembed {
 namespace {
 
 // Up to this many rows (tokens of the batch) the skinny GEMM beats MKL on every layer shape of
-// the supported models; bench/linear_forms.py measures the crossover.
-constexpr int64_t kMaxSkinnyRows = 64;
+// the supported models (bench/linear_forms.py; for AVX2, against MKL held to AVX2 with
+// MKL_ENABLE_INSTRUCTIONS=AVX2). Past it the arithmetic, not the weight stream, sets the pace.
+constexpr int64_t kMaxRowsAvx512 = 64;
+constexpr int64_t kMaxRowsAvx2 = 24;
 // Output columns per parallel task.
 constexpr int64_t kColumnsPerTask = 16;
 
@@ -65,7 +67,8 @@ bool skinny_applies(const at::Tensor& input, const at::Tensor& weight,
       (input.requires_grad() || weight.requires_grad() ||
        (bias.has_value() && bias->defined() && bias->requires_grad())))
     return false;
-  return input.numel() / input.size(-1) <= kMaxSkinnyRows;
+  const int64_t rows = input.numel() / input.size(-1);
+  return rows <= (kernel == Kernel::Avx512 ? kMaxRowsAvx512 : kMaxRowsAvx2);
 }
 
 at::Tensor linear(const at::Tensor& input, const at::Tensor& weight,

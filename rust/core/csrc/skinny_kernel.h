@@ -96,6 +96,13 @@ inline void columns(const Problem& p, int64_t col_begin, int64_t col_end) {
   constexpr int NB = Isa::kCols;
   const char* stream_end = reinterpret_cast<const char*>(p.w + col_end * p.k);
   int64_t col = col_begin;
+  {
+    // The first two blocks have no block before them to prefetch them: ask for them at once.
+    const char* head = reinterpret_cast<const char*>(p.w + col_begin * p.k);
+    const char* head_end = reinterpret_cast<const char*>(p.w + (col_begin + 2 * NB) * p.k);
+    if (head_end > stream_end) head_end = stream_end;
+    for (; head < head_end; head += 64) _mm_prefetch(head, _MM_HINT_T1);
+  }
   for (; col + NB <= col_end; col += NB) {
     // Prefetch the weight rows two blocks ahead, into L2.
     const char* a = reinterpret_cast<const char*>(p.w + (col + 2 * NB) * p.k);
