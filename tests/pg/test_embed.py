@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import psycopg
+from psycopg import sql
 import pytest
 from pg_helpers import assert_same_vectors, fetch_vector
 
@@ -154,6 +155,49 @@ def test_query_embedding_folded_once(conn):
     ).fetchall()
     text = "\n".join(r[0] for r in plan)
     assert "embed(" not in text and "'[" in text
+
+
+def _forward_passes(conn) -> int:
+    """The backend's forward-pass count, after one pass of its own (which loads the module)."""
+    notices: list[str] = []
+
+    def handler(diag) -> None:
+        notices.append(diag.message_primary)
+
+    conn.add_notice_handler(handler)
+    try:
+        conn.execute("SELECT embed('load the module', 'minilm')")
+        conn.execute("DO $$ plpy.notice(str(GD['fastembed_ext'].forward_passes)) $$ LANGUAGE plpython3u")
+    finally:
+        conn.remove_notice_handler(handler)
+    return int(notices[-1])
+
+
+def test_generic_plan_embeds_the_query_once(conn, encoder):
+    """A prepared statement's generic plan keeps embed($1) (it cannot fold it), and the executor
+    calls it for the index scan and for each row returned: one forward pass serves them all."""
+    conn.execute("DROP TABLE IF EXISTS prep_docs")
+    conn.execute("CREATE TABLE prep_docs (id int PRIMARY KEY, embedding vector(384))")
+    docs = [f"document number {i} about {topic}" for i, topic in enumerate(["cats", "tax", "rain"] * 4)]
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO prep_docs VALUES (%s, embed(%s, 'minilm'))", list(enumerate(docs)))
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+    conn.execute(
+        "PREPARE knn(text) AS SELECT id, embedding <=> embed($1, 'minilm') FROM prep_docs "
+        "ORDER BY embedding <=> embed($1, 'minilm') LIMIT 5"
+    )
+    plan = "\n".join(r[0] for r in conn.execute("EXPLAIN (VERBOSE, COSTS OFF) EXECUTE knn('kittens')"))
+    assert "embed($1" in plan  # not folded: evaluated at run time
+    before = _forward_passes(conn)
+    for query in ["kittens", "income tax", "kittens"]:
+        got = conn.execute(sql.SQL("EXECUTE knn({})").format(sql.Literal(query))).fetchall()
+        want = 1 - encoder.encode(docs) @ encoder.encode(query)  # cosine distance, unit vectors
+        assert [i for i, _ in got] == list(np.argsort(want, kind="stable")[:5])
+        assert np.allclose([d for _, d in got], np.sort(want)[:5], atol=1e-5)
+    # one pass per query (and one in the helper); without the memo each query would cost 11
+    assert _forward_passes(conn) - before == 3 + 1
+    conn.execute("DEALLOCATE knn")
+    conn.execute("RESET plan_cache_mode")
 
 
 def test_generated_column_and_hnsw_search(conn, encoder):

@@ -26,6 +26,12 @@ _plans: dict[Any, Any] = {}
 _threads: int | None = None
 # Tables whose vector column this backend is writing right now (the trigger must not re-fire).
 _writing: set[int] = set()
+# embed()'s last answer: (encoder, text, vector literal). A prepared statement's generic plan
+# cannot fold embed($1) into a constant, so `ORDER BY embedding <=> embed($1) LIMIT k` calls it
+# for the index scan and again for each of the k rows returned: k + 1 times with the same text.
+_last_embed: tuple[fastembed_ext.Encoder, str, str] | None = None
+# Forward-pass calls made by this backend (diagnostics and tests).
+forward_passes = 0
 
 
 def check_version(sql_version: str) -> tuple[str, None, str] | None:
@@ -159,6 +165,8 @@ def vector_literal(v: np.ndarray) -> str:
 
 
 def _encode(plpy, name: str, enc, texts: list[str]) -> np.ndarray:
+    global forward_passes
+    forward_passes += 1
     try:
         return enc.encode(texts)
     except fastembed_ext.FastembedExtError as exc:
@@ -171,8 +179,14 @@ def _encode(plpy, name: str, enc, texts: list[str]) -> np.ndarray:
 
 
 def embed(plpy, content: str, model: str | None) -> str:
+    global _last_embed
     name, enc = resolve(plpy, model)
-    return vector_literal(_encode(plpy, name, enc, [content])[0])
+    last = _last_embed
+    if last is not None and last[0] is enc and last[1] == content:
+        return last[2]
+    literal = vector_literal(_encode(plpy, name, enc, [content])[0])
+    _last_embed = (enc, content, literal)
+    return literal
 
 
 def embed_batch(plpy, contents: list[str | None], model: str | None) -> list[str | None]:
