@@ -74,10 +74,13 @@ inline void column_block(const Problem& p, int64_t col, const char* pf_begin, co
   constexpr int RB = Isa::kRows;
   const int64_t tiles = (p.m + RB - 1) / RB;
   const int64_t lines = (pf_end - pf_begin) / 64;
-  int64_t row = 0;
-  for (int64_t t = 0; t < tiles; ++t, row += RB) {
-    const int64_t first = lines * t / tiles;
-    const int64_t count = lines * (t + 1) / tiles - first;
+  // Every other block walks the row tiles backwards and so starts on the input rows the block
+  // before ended on, still in L1.
+  const bool backwards = ((col / NB) & 1) != 0;
+  for (int64_t i = 0; i < tiles; ++i) {
+    const int64_t row = (backwards ? tiles - 1 - i : i) * RB;
+    const int64_t first = lines * i / tiles;
+    const int64_t count = lines * (i + 1) / tiles - first;
     const char* pf = pf_begin + first * 64;
     switch (p.m - row < RB ? p.m - row : RB) {
       case 1: tile<Isa, NB, 1>(p, col, row, pf, count); break;
