@@ -112,11 +112,22 @@ def test_linear_layers_call_the_engine_operator(distilbert_bundle: Path) -> None
     import torch
 
     graph = torch.jit.load(str(distilbert_bundle / "model.pt")).graph
-    assert graph.findAllNodes("aten::linear") == []
-    weights = [node.inputsAt(1).toIValue() for node in graph.findAllNodes("fastembed::linear")]
-    assert len(weights) == 2 * 6  # two layers: q, k, v, out, ffn up, ffn down
-    for weight in weights:
+    assert graph.findAllNodes("aten::linear") == [] and graph.findAllNodes("aten::gelu") == []
+    nodes = graph.findAllNodes("fastembed::linear")
+    assert len(nodes) == 2 * 6  # two layers: q, k, v, out, ffn up, ffn down
+    for node in nodes:
+        weight = node.inputsAt(1).toIValue()
         assert weight.dim() == 2 and weight.is_contiguous()
+    # the FFN up-projection of each layer carries its GELU
+    assert sorted(str(node.inputsAt(3).toIValue()) for node in nodes) == ["None"] * 10 + ["gelu"] * 2
+
+
+def test_bert_intermediate_gelu_is_fused(minilm_bundle: Path) -> None:
+    import torch
+
+    graph = torch.jit.load(str(minilm_bundle / "model.pt")).graph
+    activations = [node.inputsAt(3).toIValue() for node in graph.findAllNodes("fastembed::linear")]
+    assert activations.count("gelu") == 6 and graph.findAllNodes("aten::gelu") == []
 
 
 def test_routing_keeps_values_and_replaces_float_linears_only(distilbert_256k: Path) -> None:
@@ -133,6 +144,9 @@ def test_routing_keeps_values_and_replaces_float_linears_only(distilbert_256k: P
     for name, weight in before.items():
         assert type(routed[name]) is FastembedLinear and torch.equal(routed[name].weight, weight)
     assert not any(type(m) is torch.nn.Linear for m in model.modules())
+    ffn = model.transformer.layer[0].ffn
+    assert ffn.lin1.activation == "gelu" and type(ffn.activation) is torch.nn.Identity
+    assert ffn.lin2.activation is None
     with torch.no_grad():
         got = model(input_ids=ids).last_hidden_state
     assert float((got - want).abs().max()) < 1e-4

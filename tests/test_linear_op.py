@@ -62,6 +62,23 @@ def test_values_equal_float64_linear(rows: int, k: int, n: int) -> None:
     _assert_matches_float64(linear(x, w, None), x, w, None)
 
 
+@pytest.mark.parametrize("rows", [1, 17, 64, 65, 200])
+def test_gelu_inside_equals_gelu_after(rows: int) -> None:
+    """activation='gelu' is torch's exact GELU of the same product, whichever path runs it."""
+    x, w, b = _inputs(rows, 768, 3072)
+    got = linear(x, w, b, "gelu")
+    want = F.gelu(F.linear(x.double(), w.double(), b.double()))
+    assert got.shape == (rows, 3072)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-3)
+    assert torch.equal(linear(x, w, b, None), linear(x, w, b))
+
+
+def test_unknown_activation_is_refused() -> None:
+    x, w, b = _inputs(3, 64, 32)
+    with pytest.raises(RuntimeError, match="unknown activation 'relu'; expected None or 'gelu'"):
+        linear(x, w, b, "relu")
+
+
 def test_batched_input_keeps_its_leading_dimensions() -> None:
     x, w, b = _inputs(2 * 9, 96, 40)
     x3 = x.reshape(2, 9, 96)

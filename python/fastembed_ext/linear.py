@@ -7,6 +7,8 @@ or a small batch: up to 64 with AVX-512, 24 with AVX2) it runs a skinny GEMM tha
 weights once, front to back, with the arithmetic overlapping the reads; MKL's GEMM streams them
 at about 60% of that speed for so few rows, and one short query is bound by reading every weight
 once. More rows go to ``aten::linear`` (MKL) itself. ``bench/linear_forms.py`` measures both.
+The exact GELU after a feed-forward layer runs inside the same operator, each thread on the
+columns it just computed.
 
 Values agree with ``aten::linear`` to float32 rounding (the sums run in another order).
 """
@@ -14,15 +16,18 @@ Values agree with ``aten::linear`` to float32 rounding (the sums run in another 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from . import _native  # noqa: F401  (registers torch.ops.fastembed)
 
 
 class FastembedLinear(torch.nn.Module):
-    """``nn.Linear``'s forward through ``fastembed::linear``; same parameters."""
+    """``nn.Linear``'s forward through ``fastembed::linear``; same parameters. With
+    ``activation="gelu"`` the exact GELU that followed the layer runs inside the operator."""
 
-    def __init__(self, linear: torch.nn.Linear) -> None:
+    def __init__(self, linear: torch.nn.Linear, activation: str | None = None) -> None:
         super().__init__()
+        self.activation = activation
         self.weight = torch.nn.Parameter(linear.weight.detach().contiguous(), requires_grad=False)
         self.bias = (
             None
@@ -31,12 +36,33 @@ class FastembedLinear(torch.nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.fastembed.linear(x, self.weight, self.bias)
+        return torch.ops.fastembed.linear(x, self.weight, self.bias, self.activation)
+
+
+# (linear layer, activation applied to its output) attribute pairs of the supported
+# architectures' feed-forward blocks: DistilBERT's FFN, BERT's and RoBERTa's intermediate layer.
+_LINEAR_THEN_ACTIVATION = (("lin1", "activation"), ("dense", "intermediate_act_fn"))
+
+
+def _is_exact_gelu(module: object) -> bool:
+    if isinstance(module, torch.nn.GELU):
+        return module.approximate == "none"
+    # transformers' GELUActivation (hidden_act "gelu") calls torch.nn.functional.gelu
+    return type(module).__name__ == "GELUActivation" and getattr(module, "act", None) is F.gelu
 
 
 def route_linear_layers(model: torch.nn.Module) -> int:
-    """Replaces every float ``nn.Linear`` of `model` in place; returns how many. Quantised linear
-    layers (int8 export) are other classes and keep their own kernels."""
+    """Replaces every float ``nn.Linear`` of `model` in place; returns how many. A feed-forward
+    layer followed by exact GELU takes the GELU into the operator (the activation module becomes
+    ``nn.Identity``). Quantised linear layers (int8 export) are other classes and keep their own
+    kernels."""
+    for parent in model.modules():
+        for linear_name, activation_name in _LINEAR_THEN_ACTIVATION:
+            linear = getattr(parent, linear_name, None)
+            activation = getattr(parent, activation_name, None)
+            if type(linear) is torch.nn.Linear and _is_exact_gelu(activation):
+                setattr(parent, linear_name, FastembedLinear(linear, "gelu"))
+                setattr(parent, activation_name, torch.nn.Identity())
     targets = [
         (parent, name)
         for parent in model.modules()
@@ -45,4 +71,4 @@ def route_linear_layers(model: torch.nn.Module) -> int:
     ]
     for parent, name in targets:
         setattr(parent, name, FastembedLinear(getattr(parent, name)))
-    return len(targets)
+    return sum(1 for module in model.modules() if type(module) is FastembedLinear)

@@ -1,6 +1,7 @@
-// `fastembed::linear(input, weight, bias)`: the operator exported bundles call for every float
-// linear layer. Same contract as `aten::linear`; a few rows on a CPU with AVX2 or AVX-512 take the
-// skinny GEMM of skinny_kernel.h, everything else goes to `at::linear` (MKL).
+// `fastembed::linear(input, weight, bias, activation)`: the operator exported bundles call for
+// every float linear layer. Same contract as `aten::linear`, optionally followed by GELU; a few
+// rows on a CPU with AVX2 or AVX-512 take the skinny GEMM of skinny_kernel.h, everything else
+// goes to `at::linear` (MKL).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
@@ -71,9 +72,24 @@ bool skinny_applies(const at::Tensor& input, const at::Tensor& weight,
   return rows <= (kernel == Kernel::Avx512 ? kMaxRowsAvx512 : kMaxRowsAvx2);
 }
 
+// The activations a linear layer's output can go through inside the operator.
+enum class Activation { None, Gelu };
+
+Activation parse_activation(const std::optional<c10::string_view>& name) {
+  if (!name.has_value()) return Activation::None;
+  if (*name == "gelu") return Activation::Gelu;  // exact (erf) GELU, as torch.nn.functional.gelu
+  TORCH_CHECK(false, "fastembed::linear: unknown activation '", std::string(*name),
+              "'; expected None or 'gelu'");
+}
+
 at::Tensor linear(const at::Tensor& input, const at::Tensor& weight,
-                  const std::optional<at::Tensor>& bias) {
-  if (!skinny_applies(input, weight, bias)) return at::linear(input, weight, bias);
+                  const std::optional<at::Tensor>& bias,
+                  std::optional<c10::string_view> activation_name) {
+  const Activation activation = parse_activation(activation_name);
+  if (!skinny_applies(input, weight, bias)) {
+    at::Tensor out = at::linear(input, weight, bias);
+    return activation == Activation::Gelu ? at::gelu(out) : out;
+  }
   const int64_t k = input.size(-1);
   const int64_t n = weight.size(0);
   const at::Tensor x = input.contiguous();
@@ -86,8 +102,17 @@ at::Tensor linear(const at::Tensor& input, const at::Tensor& weight,
       has_bias ? bias->const_data_ptr<float>() : nullptr, y.mutable_data_ptr<float>(), n};
   const auto run = kernel == Kernel::Avx512 ? skinny::linear_avx512 : skinny::linear_avx2;
   const int64_t tasks = (n + kColumnsPerTask - 1) / kColumnsPerTask;
+  const at::Tensor y2d = y.view({problem.m, n});
   at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
-    run(problem, begin * kColumnsPerTask, std::min(end * kColumnsPerTask, n));
+    const int64_t col_begin = begin * kColumnsPerTask;
+    const int64_t col_end = std::min(end * kColumnsPerTask, n);
+    run(problem, col_begin, col_end);
+    // The same GELU kernel as aten::gelu, on the columns this thread just wrote (still in its
+    // cache), instead of a separate operator that reads all of them back on both cores.
+    if (activation == Activation::Gelu) {
+      at::Tensor mine = y2d.narrow(1, col_begin, col_end - col_begin);
+      at::gelu_(mine);
+    }
   });
   return y;
 }
@@ -104,8 +129,9 @@ extern "C" const char* fastembed_register_ops() {
       // Leaked on purpose: the registration must outlive every module that calls the operator.
       auto* library = new torch::Library(torch::Library::DEF, "fastembed", std::nullopt,
                                          __FILE__, __LINE__);
-      library->def("linear(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor",
-                   &fastembed::linear);
+      library->def(
+          "linear(Tensor input, Tensor weight, Tensor? bias=None, str? activation=None) -> Tensor",
+          &fastembed::linear);
     } catch (const std::exception& e) {
       error = e.what();
     }
