@@ -15,7 +15,7 @@ from model_factory import PARITY_TEXTS, copy_with_modules, copy_with_pooling
 import fastembed_ext
 from fastembed_ext import FastembedExtError, ModelLoadError, UnsupportedModelError
 
-from fastembed_ext.linear import FastembedLinear, route_linear_layers
+from fastembed_ext.linear import FastembedLinear, FusedProjection, route_linear_layers
 
 export_module = importlib.import_module("fastembed_ext.export")
 
@@ -114,12 +114,12 @@ def test_linear_layers_call_the_engine_operator(distilbert_bundle: Path) -> None
     graph = torch.jit.load(str(distilbert_bundle / "model.pt")).graph
     assert graph.findAllNodes("aten::linear") == [] and graph.findAllNodes("aten::gelu") == []
     nodes = graph.findAllNodes("fastembed::linear")
-    assert len(nodes) == 2 * 6  # two layers: q, k, v, out, ffn up, ffn down
-    for node in nodes:
-        weight = node.inputsAt(1).toIValue()
-        assert weight.dim() == 2 and weight.is_contiguous()
+    assert len(nodes) == 2 * 4  # two layers: q+k+v as one, out, ffn up, ffn down
+    weights = [node.inputsAt(1).toIValue() for node in nodes]
+    assert all(w.dim() == 2 and w.is_contiguous() for w in weights)
+    assert sorted(tuple(w.shape) for w in weights) == sorted([(3 * 32, 32), (32, 32), (64, 32), (32, 64)] * 2)
     # the FFN up-projection of each layer carries its GELU
-    assert sorted(str(node.inputsAt(3).toIValue()) for node in nodes) == ["None"] * 10 + ["gelu"] * 2
+    assert sorted(str(node.inputsAt(3).toIValue()) for node in nodes) == ["None"] * 6 + ["gelu"] * 2
 
 
 def test_bert_intermediate_gelu_is_fused(minilm_bundle: Path) -> None:
@@ -142,8 +142,17 @@ def test_routing_keeps_values_and_replaces_float_linears_only(distilbert_256k: P
     assert route_linear_layers(model) == len(before) > 0
     routed = dict(model.named_modules())
     for name, weight in before.items():
-        assert type(routed[name]) is FastembedLinear and torch.equal(routed[name].weight, weight)
+        module = routed[name]
+        if type(module) is FastembedLinear:
+            assert torch.equal(module.weight, weight)
+        else:  # a query, key or value projection: its rows of the stacked weight
+            fused = module.fused
+            start = sum(fused.widths[: module.index])
+            assert torch.equal(fused.projection.weight[start : start + len(weight)], weight)
     assert not any(type(m) is torch.nn.Linear for m in model.modules())
+    attention = model.transformer.layer[0].attention
+    assert type(attention.fused_query_key_value) is FusedProjection
+    assert attention.fused_query_key_value.projection.weight.shape == (3 * 32, 32)
     ffn = model.transformer.layer[0].ffn
     assert ffn.lin1.activation == "gelu" and type(ffn.activation) is torch.nn.Identity
     assert ffn.lin2.activation is None

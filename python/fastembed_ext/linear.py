@@ -51,11 +51,71 @@ def _is_exact_gelu(module: object) -> bool:
     return type(module).__name__ == "GELUActivation" and getattr(module, "act", None) is F.gelu
 
 
+# Query, key and value projections of the supported architectures' self-attention: DistilBERT,
+# then BERT and RoBERTa. All three read the same hidden states.
+_QUERY_KEY_VALUE = (("q_lin", "k_lin", "v_lin"), ("query", "key", "value"))
+
+
+class FusedProjection(torch.nn.Module):
+    """Several linear layers that read the same input, as one ``fastembed::linear`` over their
+    stacked weights: one pass over the input and one parallel region instead of three."""
+
+    def __init__(self, linears: list[torch.nn.Linear]) -> None:
+        super().__init__()
+        self.widths = [linear.out_features for linear in linears]
+        self.projection = FastembedLinear(_stacked(linears))
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def part(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        # The first of the parts to see this input computes all of them; the trace records one
+        # operator and a slice per part.
+        if self._last is None or self._last[0] is not x:
+            self._last = (x, self.projection(x))
+        start = sum(self.widths[:index])
+        return self._last[1].narrow(-1, start, self.widths[index])
+
+
+class _ProjectionPart(torch.nn.Module):
+    def __init__(self, fused: FusedProjection, index: int) -> None:
+        super().__init__()
+        self.index = index
+        object.__setattr__(self, "fused", fused)  # owned by the attention module, not by each part
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fused.part(x, self.index)
+
+
+def _stacked(linears: list[torch.nn.Linear]) -> torch.nn.Linear:
+    first = linears[0]
+    stacked = torch.nn.Linear(first.in_features, sum(l.out_features for l in linears),
+                              bias=first.bias is not None)
+    with torch.no_grad():
+        stacked.weight.copy_(torch.cat([l.weight for l in linears]))
+        if first.bias is not None:
+            stacked.bias.copy_(torch.cat([l.bias for l in linears]))
+    return stacked
+
+
+def _fuse_query_key_value(model: torch.nn.Module) -> None:
+    for attention in list(model.modules()):
+        for names in _QUERY_KEY_VALUE:
+            linears = [getattr(attention, name, None) for name in names]
+            if all(type(l) is torch.nn.Linear for l in linears) and (
+                len({(l.in_features, l.bias is None) for l in linears}) == 1
+            ):
+                fused = FusedProjection(linears)
+                attention.fused_query_key_value = fused
+                for index, name in enumerate(names):
+                    setattr(attention, name, _ProjectionPart(fused, index))
+
+
 def route_linear_layers(model: torch.nn.Module) -> int:
     """Replaces every float ``nn.Linear`` of `model` in place; returns how many. A feed-forward
     layer followed by exact GELU takes the GELU into the operator (the activation module becomes
     ``nn.Identity``). Quantised linear layers (int8 export) are other classes and keep their own
-    kernels."""
+    kernels. Query, key and value projections become one ``FusedProjection``."""
+    replaced = sum(1 for module in model.modules() if type(module) is torch.nn.Linear)
+    _fuse_query_key_value(model)
     for parent in model.modules():
         for linear_name, activation_name in _LINEAR_THEN_ACTIVATION:
             linear = getattr(parent, linear_name, None)
@@ -71,4 +131,4 @@ def route_linear_layers(model: torch.nn.Module) -> int:
     ]
     for parent, name in targets:
         setattr(parent, name, FastembedLinear(getattr(parent, name)))
-    return sum(1 for module in model.modules() if type(module) is FastembedLinear)
+    return replaced
