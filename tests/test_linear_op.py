@@ -50,7 +50,23 @@ def _assert_matches_float64(got, x, w, b) -> None:
 
 
 def test_kernel_is_the_best_the_cpu_runs() -> None:
+    if os.environ.get("FASTEMBED_EXT_LINEAR_KERNEL"):
+        pytest.skip("FASTEMBED_EXT_LINEAR_KERNEL chooses the kernel in this run")
     assert _native.linear_kernel() == _best_kernel()
+
+
+def test_gelu_under_inference_mode_on_all_threads() -> None:
+    """The GELU runs on the operator's worker threads, which must see the caller's mode."""
+    x, w, b = _inputs(17, 768, 3072)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            got = linear(x, w, b, "gelu")
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(got.double(), F.gelu(F.linear(x.double(), w.double(), b.double())),
+                               rtol=1e-5, atol=1e-3)
 
 
 @pytest.mark.parametrize("rows", [1, 5, 6, 7, 17, 64])
@@ -94,11 +110,11 @@ def test_non_contiguous_input_is_read_correctly() -> None:
     _assert_matches_float64(linear(wide, w, b), x, w, b)
 
 
-@pytest.mark.skipif(_best_kernel() == "aten", reason="CPU without AVX2: every call is aten::linear")
+@pytest.mark.skipif(_native.linear_kernel() == "aten", reason="every call is aten::linear here")
 def test_own_kernel_for_few_rows_and_mkl_beyond() -> None:
     """Few rows are summed in another order than MKL's (bits differ); past the limit the call is
     aten::linear itself (bits equal)."""
-    x, w, b = _inputs(MAX_SKINNY_ROWS[_best_kernel()] + 1, 768, 768)
+    x, w, b = _inputs(MAX_SKINNY_ROWS[_native.linear_kernel()] + 1, 768, 768)
     assert torch.equal(linear(x, w, b), F.linear(x, w, b))
     few = x[:17]
     assert not torch.equal(linear(few, w, b), F.linear(few, w, b))
@@ -134,11 +150,17 @@ def test_kernel_can_be_chosen_by_environment(wanted: str) -> None:
 import sys, torch, torch.nn.functional as F
 from fastembed_ext import _native
 g = torch.Generator().manual_seed(1)
+error = 0.0
+for rows, k, n in [(17, 1000, 301), (5, 1001, 7), (24, 100, 3), (1, 7, 33), (9, 768, 3072)]:
+    x, w, b = torch.randn(rows, k, generator=g), torch.randn(n, k, generator=g), torch.randn(n, generator=g)
+    for act in (None, "gelu"):
+        got = torch.ops.fastembed.linear(x, w, b, act).double()
+        want = F.linear(x.double(), w.double(), b.double())
+        want = F.gelu(want) if act else want
+        error = max(error, float((got - want).abs().max()))
 x, w, b = torch.randn(17, 1000, generator=g), torch.randn(301, 1000, generator=g), torch.randn(301, generator=g)
-got = torch.ops.fastembed.linear(x, w, b).double()
-want = F.linear(x.double(), w.double(), b.double())
 many = torch.randn(65, 1000, generator=g)  # past every kernel's row limit: aten::linear itself
-print(_native.linear_kernel(), float((got - want).abs().max()),
+print(_native.linear_kernel(), error,
       torch.equal(torch.ops.fastembed.linear(x, w, b), F.linear(x, w, b)),
       torch.equal(torch.ops.fastembed.linear(many, w, b), F.linear(many, w, b)))
 """

@@ -69,10 +69,11 @@ class FusedProjection(torch.nn.Module):
     def part(self, x: torch.Tensor, index: int) -> torch.Tensor:
         # The first of the parts to see this input computes all of them; the trace records one
         # operator and a slice per part.
-        if self._last is None or self._last[0] is not x:
-            self._last = (x, self.projection(x))
+        last = self._last
+        if last is None or last[0] is not x:
+            last = self._last = (x, self.projection(x))
         start = sum(self.widths[:index])
-        return self._last[1].narrow(-1, start, self.widths[index])
+        return last[1].narrow(-1, start, self.widths[index])
 
 
 class _ProjectionPart(torch.nn.Module):

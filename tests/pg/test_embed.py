@@ -194,7 +194,7 @@ def test_generic_plan_embeds_the_query_once(conn, encoder):
         want = 1 - encoder.encode(docs) @ encoder.encode(query)  # cosine distance, unit vectors
         assert [i for i, _ in got] == list(np.argsort(want, kind="stable")[:5])
         assert np.allclose([d for _, d in got], np.sort(want)[:5], atol=1e-5)
-    # one pass per query (and one in the helper); without the memo each query would cost 11
+    # one pass per query (and one in the helper); without the memo, one per row sorted
     assert _forward_passes(conn) - before == 3 + 1
     conn.execute("DEALLOCATE knn")
     conn.execute("RESET plan_cache_mode")

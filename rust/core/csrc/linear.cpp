@@ -4,6 +4,7 @@
 // goes to `at::linear` (MKL).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <c10/core/GradMode.h>
 #include <torch/library.h>
 
@@ -45,20 +46,24 @@ Kernel choose_kernel() {
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   Kernel best = avx512 ? Kernel::Avx512 : avx2 ? Kernel::Avx2 : Kernel::Aten;
   const char* wanted = std::getenv("FASTEMBED_EXT_LINEAR_KERNEL");
-  if (wanted == nullptr) return best;
+  if (wanted == nullptr || *wanted == '\0') return best;
   if (std::strcmp(wanted, "aten") == 0) return Kernel::Aten;
   if (std::strcmp(wanted, "avx2") == 0 && avx2) return Kernel::Avx2;
+  if (std::strcmp(wanted, "avx2") != 0 && std::strcmp(wanted, "avx512") != 0)
+    TORCH_WARN("FASTEMBED_EXT_LINEAR_KERNEL=", wanted,
+               " is not one of avx512, avx2, aten; using ", kernel_name(best));
   return best;
 }
 
 bool skinny_applies(const at::Tensor& input, const at::Tensor& weight,
                     const std::optional<at::Tensor>& bias) {
   if (kernel == Kernel::Aten) return false;
-  if (input.device().type() != c10::DeviceType::CPU || input.scalar_type() != at::kFloat ||
-      input.dim() < 1 || input.numel() == 0)
+  if (input.device().type() != c10::DeviceType::CPU || input.layout() != at::kStrided ||
+      input.scalar_type() != at::kFloat || input.dim() < 1 || input.numel() == 0)
     return false;
-  if (weight.device().type() != c10::DeviceType::CPU || weight.scalar_type() != at::kFloat ||
-      weight.dim() != 2 || !weight.is_contiguous() || weight.size(1) != input.size(-1))
+  if (weight.device().type() != c10::DeviceType::CPU || weight.layout() != at::kStrided ||
+      weight.scalar_type() != at::kFloat || weight.dim() != 2 || !weight.is_contiguous() ||
+      weight.size(1) != input.size(-1))
     return false;
   if (bias.has_value() && bias->defined() &&
       (bias->device().type() != c10::DeviceType::CPU || bias->scalar_type() != at::kFloat ||
@@ -103,7 +108,11 @@ at::Tensor linear(const at::Tensor& input, const at::Tensor& weight,
   const auto run = kernel == Kernel::Avx512 ? skinny::linear_avx512 : skinny::linear_avx2;
   const int64_t tasks = (n + kColumnsPerTask - 1) / kColumnsPerTask;
   const at::Tensor y2d = y.view({problem.m, n});
+  // OpenMP workers do not inherit the caller's thread-local state (inference mode, grad mode),
+  // which at::gelu_ on them needs.
+  const at::ThreadLocalState caller_state;
   at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+    const at::ThreadLocalStateGuard state_guard(caller_state);
     const int64_t col_begin = begin * kColumnsPerTask;
     const int64_t col_end = std::min(end * kColumnsPerTask, n);
     run(problem, col_begin, col_end);
@@ -134,6 +143,8 @@ extern "C" const char* fastembed_register_ops() {
           &fastembed::linear);
     } catch (const std::exception& e) {
       error = e.what();
+    } catch (...) {
+      error = "unknown C++ exception";
     }
     return true;
   }();

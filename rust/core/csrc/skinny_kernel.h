@@ -99,20 +99,18 @@ inline void columns(const Problem& p, int64_t col_begin, int64_t col_end) {
   constexpr int NB = Isa::kCols;
   const char* stream_end = reinterpret_cast<const char*>(p.w + col_end * p.k);
   int64_t col = col_begin;
-  {
-    // The first two blocks have no block before them to prefetch them: ask for them at once.
-    const char* head = reinterpret_cast<const char*>(p.w + col_begin * p.k);
-    const char* head_end = reinterpret_cast<const char*>(p.w + (col_begin + 2 * NB) * p.k);
-    if (head_end > stream_end) head_end = stream_end;
-    for (; head < head_end; head += 64) _mm_prefetch(head, _MM_HINT_T1);
-  }
+  // Weight rows from `c` on, as bytes; clamped to this range first, so that no pointer past the
+  // weights is ever formed.
+  const auto row_bytes = [&](int64_t c) {
+    return reinterpret_cast<const char*>(p.w + (c < col_end ? c : col_end) * p.k);
+  };
+  // The first two blocks have no block before them to prefetch them: ask for them at once.
+  const char* head = row_bytes(col_begin);
+  for (int64_t offset = 0; offset < row_bytes(col_begin + 2 * NB) - head; offset += 64)
+    _mm_prefetch(head + offset, _MM_HINT_T1);
   for (; col + NB <= col_end; col += NB) {
     // Prefetch the weight rows two blocks ahead, into L2.
-    const char* a = reinterpret_cast<const char*>(p.w + (col + 2 * NB) * p.k);
-    const char* b = reinterpret_cast<const char*>(p.w + (col + 3 * NB) * p.k);
-    if (a > stream_end) a = stream_end;
-    if (b > stream_end) b = stream_end;
-    column_block<Isa, NB>(p, col, a, b);
+    column_block<Isa, NB>(p, col, row_bytes(col + 2 * NB), row_bytes(col + 3 * NB));
   }
   for (; col < col_end; ++col) column_block<Isa, 1>(p, col, stream_end, stream_end);
 }

@@ -38,6 +38,10 @@ pub fn register() -> Result<()> {
 /// for everything, on CPUs without AVX2 or when `FASTEMBED_EXT_LINEAR_KERNEL=aten` was set before
 /// registration).
 pub fn linear_kernel() -> &'static str {
+    // The choice is made at registration; without it every call would be aten::linear anyway.
+    if register().is_err() {
+        return "aten";
+    }
     // SAFETY: returns a pointer to a static NUL-terminated ASCII string.
     let name = unsafe { CStr::from_ptr(fastembed_linear_kernel()) };
     match name.to_bytes() {
