@@ -147,7 +147,7 @@ def test_routing_keeps_values_and_replaces_float_linears_only(distilbert_256k: P
             assert torch.equal(module.weight, weight)
         else:  # a query, key or value projection: its rows of the stacked weight
             fused = module.fused
-            start = sum(fused.widths[: module.index])
+            start = fused.starts[module.index]
             assert torch.equal(fused.projection.weight[start : start + len(weight)], weight)
     assert not any(type(m) is torch.nn.Linear for m in model.modules())
     attention = model.transformer.layer[0].attention

@@ -25,15 +25,21 @@ class FastembedLinear(torch.nn.Module):
     """``nn.Linear``'s forward through ``fastembed::linear``; same parameters. With
     ``activation="gelu"`` the exact GELU that followed the layer runs inside the operator."""
 
-    def __init__(self, linear: torch.nn.Linear, activation: str | None = None) -> None:
+    def __init__(
+        self, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None = None
+    ) -> None:
         super().__init__()
         self.activation = activation
-        self.weight = torch.nn.Parameter(linear.weight.detach().contiguous(), requires_grad=False)
+        self.weight = torch.nn.Parameter(weight.detach().contiguous(), requires_grad=False)
         self.bias = (
             None
-            if linear.bias is None
-            else torch.nn.Parameter(linear.bias.detach().contiguous(), requires_grad=False)
+            if bias is None
+            else torch.nn.Parameter(bias.detach().contiguous(), requires_grad=False)
         )
+
+    @classmethod
+    def of(cls, linear: torch.nn.Linear, activation: str | None = None) -> FastembedLinear:
+        return cls(linear.weight, linear.bias, activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.fastembed.linear(x, self.weight, self.bias, self.activation)
@@ -63,7 +69,12 @@ class FusedProjection(torch.nn.Module):
     def __init__(self, linears: list[torch.nn.Linear]) -> None:
         super().__init__()
         self.widths = [linear.out_features for linear in linears]
-        self.projection = FastembedLinear(_stacked(linears))
+        self.starts = [sum(self.widths[:index]) for index in range(len(linears))]
+        biases = [linear.bias for linear in linears]
+        self.projection = FastembedLinear(
+            torch.cat([linear.weight for linear in linears]),
+            None if biases[0] is None else torch.cat(biases),
+        )
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def part(self, x: torch.Tensor, index: int) -> torch.Tensor:
@@ -72,8 +83,7 @@ class FusedProjection(torch.nn.Module):
         last = self._last
         if last is None or last[0] is not x:
             last = self._last = (x, self.projection(x))
-        start = sum(self.widths[:index])
-        return last[1].narrow(-1, start, self.widths[index])
+        return last[1].narrow(-1, self.starts[index], self.widths[index])
 
 
 class _ProjectionPart(torch.nn.Module):
@@ -84,17 +94,6 @@ class _ProjectionPart(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fused.part(x, self.index)
-
-
-def _stacked(linears: list[torch.nn.Linear]) -> torch.nn.Linear:
-    first = linears[0]
-    stacked = torch.nn.Linear(first.in_features, sum(l.out_features for l in linears),
-                              bias=first.bias is not None)
-    with torch.no_grad():
-        stacked.weight.copy_(torch.cat([l.weight for l in linears]))
-        if first.bias is not None:
-            stacked.bias.copy_(torch.cat([l.bias for l in linears]))
-    return stacked
 
 
 def _fuse_query_key_value(model: torch.nn.Module) -> None:
@@ -122,7 +121,7 @@ def route_linear_layers(model: torch.nn.Module) -> int:
             linear = getattr(parent, linear_name, None)
             activation = getattr(parent, activation_name, None)
             if type(linear) is torch.nn.Linear and _is_exact_gelu(activation):
-                setattr(parent, linear_name, FastembedLinear(linear, "gelu"))
+                setattr(parent, linear_name, FastembedLinear.of(linear, "gelu"))
                 setattr(parent, activation_name, torch.nn.Identity())
     targets = [
         (parent, name)
@@ -131,5 +130,5 @@ def route_linear_layers(model: torch.nn.Module) -> int:
         if type(child) is torch.nn.Linear
     ]
     for parent, name in targets:
-        setattr(parent, name, FastembedLinear(getattr(parent, name)))
+        setattr(parent, name, FastembedLinear.of(getattr(parent, name)))
     return replaced
