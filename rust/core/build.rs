@@ -27,7 +27,6 @@ fn main() {
             .pic(true)
             .std("c++17")
             .opt_level(3)
-            .flag_if_supported("-fno-math-errno")
             .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str());
         build
     };

@@ -17,6 +17,16 @@
 #include "skinny.h"
 
 namespace fastembed::skinny {
+namespace {  // internal linkage: each instruction set's file keeps its own copy
+
+// The sum of a vector's four lanes; the last step of every horizontal sum.
+inline float sum128(__m128 s) {
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+}  // namespace
 
 template <class Isa, int NB, int RB>
 inline void tile(const Problem& p, int64_t col, int64_t row, const char* prefetch,
@@ -97,7 +107,6 @@ inline void column_block(const Problem& p, int64_t col, const char* pf_begin, co
 template <class Isa>
 inline void columns(const Problem& p, int64_t col_begin, int64_t col_end) {
   constexpr int NB = Isa::kCols;
-  const char* stream_end = reinterpret_cast<const char*>(p.w + col_end * p.k);
   int64_t col = col_begin;
   // Weight rows from `c` on, as bytes; clamped to this range first, so that no pointer past the
   // weights is ever formed.
@@ -112,7 +121,7 @@ inline void columns(const Problem& p, int64_t col_begin, int64_t col_end) {
     // Prefetch the weight rows two blocks ahead, into L2.
     column_block<Isa, NB>(p, col, row_bytes(col + 2 * NB), row_bytes(col + 3 * NB));
   }
-  for (; col < col_end; ++col) column_block<Isa, 1>(p, col, stream_end, stream_end);
+  for (; col < col_end; ++col) column_block<Isa, 1>(p, col, row_bytes(col_end), row_bytes(col_end));
 }
 
 }  // namespace fastembed::skinny
