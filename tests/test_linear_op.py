@@ -70,7 +70,7 @@ def test_gelu_under_inference_mode_on_all_threads() -> None:
 
 
 @pytest.mark.parametrize("rows", [1, 5, 6, 7, 17, 64])
-@pytest.mark.parametrize(("k", "n"), [(768, 3072), (3072, 768), (1000, 7), (7, 33), (1024, 1)])
+@pytest.mark.parametrize(("k", "n"), [(768, 3072), (3072, 768), (1000, 7), (2001, 301), (7, 33), (1024, 1)])
 def test_values_equal_float64_linear(rows: int, k: int, n: int) -> None:
     """Row, column and k tails (k not a multiple of the vector width, n not of the column block)."""
     x, w, b = _inputs(rows, k, n)
@@ -151,7 +151,7 @@ import sys, torch, torch.nn.functional as F
 from fastembed_ext import _native
 g = torch.Generator().manual_seed(1)
 error = 0.0
-for rows, k, n in [(17, 1000, 301), (5, 1001, 7), (24, 100, 3), (1, 7, 33), (9, 768, 3072)]:
+for rows, k, n in [(17, 1000, 301), (17, 2001, 301), (5, 1001, 7), (24, 100, 3), (1, 7, 33), (9, 768, 3072)]:
     x, w, b = torch.randn(rows, k, generator=g), torch.randn(n, k, generator=g), torch.randn(n, generator=g)
     for act in (None, "gelu"):
         got = torch.ops.fastembed.linear(x, w, b, act).double()

@@ -8,6 +8,8 @@
 #include <c10/core/GradMode.h>
 #include <torch/library.h>
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -27,6 +29,17 @@ constexpr int64_t kMaxRowsAvx2 = 24;
 constexpr int64_t kColumnsPerTask = 16;
 
 enum class Kernel { Aten, Avx2, Avx512 };
+
+// The bytes of input rows the skinny GEMM keeps in L1 at once: 7/12 of the L1 data cache (28 KiB
+// of 48, 18.7 of 32), leaving the rest to the weight rows and outputs of a tile. Measured with
+// bench/linear_forms.py on a 48 KiB L1: 20 KiB was slower, 28 and 40 the same.
+int64_t l1_input_budget() {
+  static const int64_t budget = [] {
+    const long l1 = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+    return static_cast<int64_t>(l1 > 0 ? l1 : 32 * 1024) * 7 / 12;
+  }();
+  return budget;
+}
 
 Kernel kernel = Kernel::Aten;
 
@@ -102,9 +115,15 @@ at::Tensor linear(const at::Tensor& input, const at::Tensor& weight,
   out_sizes.back() = n;
   at::Tensor y = at::empty(out_sizes, input.options());
   const bool has_bias = bias.has_value() && bias->defined();
-  const skinny::Problem problem{
-      x.const_data_ptr<float>(), x.numel() / k, k, weight.const_data_ptr<float>(),
-      has_bias ? bias->const_data_ptr<float>() : nullptr, y.mutable_data_ptr<float>(), n};
+  const int64_t m = x.numel() / k;
+  const skinny::Problem problem{x.const_data_ptr<float>(),
+                                m,
+                                k,
+                                weight.const_data_ptr<float>(),
+                                has_bias ? bias->const_data_ptr<float>() : nullptr,
+                                y.mutable_data_ptr<float>(),
+                                n,
+                                skinny::k_slice(m, k, l1_input_budget())};
   const auto run = kernel == Kernel::Avx512 ? skinny::linear_avx512 : skinny::linear_avx2;
   const int64_t tasks = (n + kColumnsPerTask - 1) / kColumnsPerTask;
   const at::Tensor y2d = y.view({problem.m, n});
