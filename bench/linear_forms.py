@@ -77,5 +77,6 @@ def main() -> None:
                   f"{gb / mkl:.1f} / {gb / col:.1f} / {gb / own:.1f} | {col / mkl:.2f} | {own / mkl:.2f} |",
                   flush=True)
 
+
 if __name__ == "__main__":
     main()

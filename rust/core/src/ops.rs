@@ -2,7 +2,6 @@
 //! (C++ in `csrc/`). It has to be registered in the process before such a bundle is loaded.
 
 use std::ffi::{c_char, CStr};
-use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 
@@ -11,27 +10,21 @@ extern "C" {
     fn fastembed_linear_kernel() -> *const c_char;
 }
 
-/// Registers the project's libtorch operators with the dispatcher, once per process; later calls
-/// return the first call's outcome. [`crate::Encoder::load`] calls it, Python calls it on import
-/// so that export can trace the operator.
+/// Registers the project's libtorch operators with the dispatcher. The C++ side registers once per
+/// process and answers every later call with that first outcome. [`crate::Encoder::load`] calls
+/// it, Python calls it on import so that export can trace the operator.
 pub fn register() -> Result<()> {
-    static OUTCOME: OnceLock<Result<(), String>> = OnceLock::new();
-    OUTCOME
-        .get_or_init(|| {
-            // SAFETY: the C++ side catches every exception and returns null or a pointer to a
-            // NUL-terminated string that lives until the process ends.
-            let error = unsafe { fastembed_register_ops() };
-            if error.is_null() {
-                Ok(())
-            } else {
-                // SAFETY: as above.
-                Err(unsafe { CStr::from_ptr(error) }
-                    .to_string_lossy()
-                    .into_owned())
-            }
-        })
-        .clone()
-        .map_err(|message| Error::Operator(format!("cannot register fastembed::linear: {message}")))
+    // SAFETY: the C++ side catches every exception and returns null or a pointer to a
+    // NUL-terminated string that lives until the process ends.
+    let error = unsafe { fastembed_register_ops() };
+    if error.is_null() {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    let message = unsafe { CStr::from_ptr(error) }.to_string_lossy();
+    Err(Error::Operator(format!(
+        "cannot register fastembed::linear: {message}"
+    )))
 }
 
 /// Which kernel `fastembed::linear` uses for a few rows: `"avx512"`, `"avx2"`, or `"aten"` (MKL
