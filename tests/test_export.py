@@ -108,25 +108,32 @@ def test_model_pt_is_the_backbone(distilbert_bundle: Path, distilbert_256k: Path
 
 
 def test_linear_layers_call_the_engine_operator(distilbert_bundle: Path) -> None:
-    """Every linear layer of the exported graph is `fastembed::linear` on nn.Linear's own weight."""
+    """Every linear layer of the exported graph is `fastembed::packed_linear` on nn.Linear's weight
+    packed at export."""
     import torch
 
     graph = torch.jit.load(str(distilbert_bundle / "model.pt")).graph
     assert graph.findAllNodes("aten::linear") == [] and graph.findAllNodes("aten::gelu") == []
-    nodes = graph.findAllNodes("fastembed::linear")
+    assert graph.findAllNodes("fastembed::linear") == []
+    nodes = graph.findAllNodes("fastembed::packed_linear")
     assert len(nodes) == 2 * 4  # two layers: q+k+v as one, out, ffn up, ffn down
     weights = [node.inputsAt(1).toIValue() for node in nodes]
-    assert all(w.dim() == 2 and w.is_contiguous() for w in weights)
-    assert sorted(tuple(w.shape) for w in weights) == sorted([(3 * 32, 32), (32, 32), (64, 32), (32, 64)] * 2)
+    outputs = [node.inputsAt(2).toIValue() for node in nodes]
+    assert all(w.dim() == 3 and w.shape[2] == 64 and w.is_contiguous() for w in weights)
+    # [in, out] per layer: one 64-column panel each (zero padded past `out`)
+    assert sorted((w.shape[1], out) for w, out in zip(weights, outputs)) == sorted(
+        [(32, 3 * 32), (32, 32), (32, 64), (64, 32)] * 2
+    )
+    assert all(w.shape[0] == (out + 63) // 64 for w, out in zip(weights, outputs))
     # the FFN up-projection of each layer carries its GELU
-    assert sorted(str(node.inputsAt(3).toIValue()) for node in nodes) == ["None"] * 6 + ["gelu"] * 2
+    assert sorted(str(node.inputsAt(4).toIValue()) for node in nodes) == ["None"] * 6 + ["gelu"] * 2
 
 
 def test_bert_intermediate_gelu_is_fused(minilm_bundle: Path) -> None:
     import torch
 
     graph = torch.jit.load(str(minilm_bundle / "model.pt")).graph
-    activations = [node.inputsAt(3).toIValue() for node in graph.findAllNodes("fastembed::linear")]
+    activations = [node.inputsAt(4).toIValue() for node in graph.findAllNodes("fastembed::packed_linear")]
     assert activations.count("gelu") == 6 and graph.findAllNodes("aten::gelu") == []
 
 
@@ -215,7 +222,7 @@ def test_int8_export_quantizes_linear_layers_but_keeps_ffn_down_projections(
     graph = str(torch.jit.load(str(bundle / "model.pt")).inlined_graph)
     # 6 layers x (q, k, v, attention output, FFN up) quantised; the 6 FFN down-projections not.
     assert graph.count("quantized::linear_dynamic") == 30
-    assert graph.count("fastembed::linear") == 6 and graph.count("aten::linear") == 0
+    assert graph.count("fastembed::packed_linear") == 6 and graph.count("aten::linear") == 0
 
     int8 = fastembed_ext.Encoder(bundle).encode(PARITY_TEXTS)
     fp32 = fastembed_ext.Encoder(minilm).encode(PARITY_TEXTS)

@@ -1,5 +1,6 @@
-"""`fastembed::linear`, the operator the exported graphs call for their linear layers: the same
-values as `aten::linear` in every case it takes, its own kernel only where it should."""
+"""`fastembed::packed_linear`, the operator the exported graphs call for their linear layers, on
+weights packed by `fastembed::pack_linear_weight`: the same values as `aten::linear` in every case
+it takes, whichever kernel runs it."""
 
 from __future__ import annotations
 
@@ -14,8 +15,12 @@ import torch.nn.functional as F
 
 from fastembed_ext import _native  # registers torch.ops.fastembed
 
-linear = torch.ops.fastembed.linear
-MAX_SKINNY_ROWS = {"avx512": 64, "avx2": 24}  # kMaxRowsAvx512, kMaxRowsAvx2 in rust/core/csrc/linear.cpp
+ops = torch.ops.fastembed
+PANEL = 64  # kPanel in rust/core/csrc/packed.h
+
+
+def linear(x, w, b=None, activation=None):
+    return ops.packed_linear(x, ops.pack_linear_weight(w), w.shape[0], b, activation)
 
 
 def _cpu_flags() -> set[str]:
@@ -55,6 +60,18 @@ def test_kernel_is_the_best_the_cpu_runs() -> None:
     assert _native.linear_kernel() == _best_kernel()
 
 
+@pytest.mark.parametrize(("k", "n"), [(5, 64), (7, 65), (3, 1), (40, 130)])
+def test_packed_layout_is_k_major_panels_of_64_columns_zero_padded(k: int, n: int) -> None:
+    _, w, _ = _inputs(1, k, n)
+    packed = ops.pack_linear_weight(w)
+    panels = (n + PANEL - 1) // PANEL
+    assert packed.shape == (panels, k, PANEL) and packed.is_contiguous()
+    for column in range(panels * PANEL):
+        want = w[column] if column < n else torch.zeros(k)
+        assert torch.equal(packed[column // PANEL, :, column % PANEL], want)
+    assert torch.equal(ops.unpack_linear_weight(packed, n), w)
+
+
 def test_gelu_under_inference_mode_on_all_threads() -> None:
     """The GELU runs on the operator's worker threads, which must see the caller's mode."""
     x, w, b = _inputs(17, 768, 3072)
@@ -69,10 +86,14 @@ def test_gelu_under_inference_mode_on_all_threads() -> None:
                                rtol=1e-5, atol=1e-3)
 
 
-@pytest.mark.parametrize("rows", [1, 5, 6, 7, 17, 64])
-@pytest.mark.parametrize(("k", "n"), [(768, 3072), (3072, 768), (1000, 7), (2001, 301), (7, 33), (1024, 1)])
+@pytest.mark.parametrize("rows", [1, 5, 6, 7, 17, 64, 65, 200])
+@pytest.mark.parametrize(
+    ("k", "n"), [(768, 3072), (3072, 768), (1000, 7), (2001, 301), (7, 33), (1024, 1), (100, 72)]
+)
 def test_values_equal_float64_linear(rows: int, k: int, n: int) -> None:
-    """Row, column and k tails (k not a multiple of the vector width, n not of the column block)."""
+    """Row tails (not a multiple of the 6-row tile), column tails (n not a multiple of the 64-column
+    panel or of a vector), k not a multiple of the 96-step slice, and past 64 rows the inputs in
+    chunks (3072 x 768 at 200 rows: four)."""
     x, w, b = _inputs(rows, k, n)
     _assert_matches_float64(linear(x, w, b), x, w, b)
     _assert_matches_float64(linear(x, w, None), x, w, None)
@@ -97,8 +118,7 @@ def test_unknown_activation_is_refused() -> None:
 
 def test_batched_input_keeps_its_leading_dimensions() -> None:
     x, w, b = _inputs(2 * 9, 96, 40)
-    x3 = x.reshape(2, 9, 96)
-    got = linear(x3, w, b)
+    got = linear(x.reshape(2, 9, 96), w, b)
     assert got.shape == (2, 9, 40)
     _assert_matches_float64(got.reshape(18, 40), x, w, b)
 
@@ -110,21 +130,11 @@ def test_non_contiguous_input_is_read_correctly() -> None:
     _assert_matches_float64(linear(wide, w, b), x, w, b)
 
 
-@pytest.mark.skipif(_native.linear_kernel() == "aten", reason="every call is aten::linear here")
-def test_own_kernel_for_few_rows_and_mkl_beyond() -> None:
-    """Few rows are summed in another order than MKL's (bits differ); past the limit the call is
-    aten::linear itself (bits equal)."""
-    x, w, b = _inputs(MAX_SKINNY_ROWS[_native.linear_kernel()] + 1, 768, 768)
-    assert torch.equal(linear(x, w, b), F.linear(x, w, b))
-    few = x[:17]
-    assert not torch.equal(linear(few, w, b), F.linear(few, w, b))
-
-
-def test_other_dtypes_and_layouts_go_to_aten() -> None:
+def test_other_dtypes_go_to_aten() -> None:
     x, w, b = _inputs(8, 64, 32)
-    assert torch.equal(linear(x.double(), w.double(), b.double()), F.linear(x.double(), w.double(), b.double()))
-    wt = w.t().contiguous().t()  # column-major weight: same matrix
-    torch.testing.assert_close(linear(x, wt, b), F.linear(x, w, b), rtol=1e-5, atol=1e-4)
+    got = linear(x.double(), w.double(), b.double())
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, F.linear(x.double(), w.double(), b.double()))
 
 
 def test_gradients_flow_through_the_aten_path() -> None:
@@ -134,40 +144,53 @@ def test_gradients_flow_through_the_aten_path() -> None:
     torch.testing.assert_close(x.grad, w.sum(dim=0).expand(4, 32), rtol=1e-5, atol=1e-5)
 
 
-def test_shape_mismatch_is_aten_error() -> None:
+def test_mismatched_shapes_are_named() -> None:
     x, w, b = _inputs(3, 64, 32)
-    with pytest.raises(RuntimeError, match="cannot be multiplied"):
-        linear(x[:, :60], w, b)
+    packed = ops.pack_linear_weight(w)
+    with pytest.raises(RuntimeError, match="the input has 60 features, the layer takes 64"):
+        ops.packed_linear(x[:, :60], packed, 32, b)
+    with pytest.raises(RuntimeError, match=r"the bias has shape \[31\], the layer has 32 outputs"):
+        ops.packed_linear(x, packed, 32, b[:31])
+    with pytest.raises(RuntimeError, match=r"the weight \[32, 64\] is not a packed weight of 32 outputs"):
+        ops.packed_linear(x, w, 32, b)
+    with pytest.raises(RuntimeError, match="is not a packed weight of 65 outputs"):
+        ops.packed_linear(x, packed, 65, None)
+    with pytest.raises(RuntimeError, match="out_features must be positive, got 0"):
+        ops.unpack_linear_weight(packed, 0)
+    with pytest.raises(RuntimeError, match="expected a 2-D \\[out, in\\] weight, got 1 dimensions"):
+        ops.pack_linear_weight(b)
+
+
+def test_plain_weight_operator_of_revision_5_bundles_is_aten_linear() -> None:
+    x, w, b = _inputs(17, 96, 40)
+    assert torch.equal(ops.linear(x, w, b), F.linear(x, w, b))
+    assert torch.equal(ops.linear(x, w, b, "gelu"), F.gelu(F.linear(x, w, b)))
 
 
 @pytest.mark.parametrize("wanted", ["avx2", "aten"])
 def test_kernel_can_be_chosen_by_environment(wanted: str) -> None:
     """FASTEMBED_EXT_LINEAR_KERNEL picks a narrower kernel (tested here on a wider CPU), never one
-    the CPU lacks; its values agree too."""
+    the CPU lacks; its values agree too, on both sides of the AVX2 kernel's 64-row limit."""
     flags = _cpu_flags()
     expected = wanted if wanted == "aten" or {"avx2", "fma"} <= flags else _best_kernel()
     script = """
-import sys, torch, torch.nn.functional as F
+import torch, torch.nn.functional as F
 from fastembed_ext import _native
+ops = torch.ops.fastembed
 g = torch.Generator().manual_seed(1)
 error = 0.0
-for rows, k, n in [(17, 1000, 301), (17, 2001, 301), (5, 1001, 7), (24, 100, 3), (1, 7, 33), (9, 768, 3072)]:
+for rows, k, n in [(17, 1000, 301), (17, 2001, 301), (5, 1001, 7), (24, 100, 3), (1, 7, 33),
+                   (9, 768, 3072), (64, 300, 72), (65, 300, 72), (130, 3072, 100)]:
     x, w, b = torch.randn(rows, k, generator=g), torch.randn(n, k, generator=g), torch.randn(n, generator=g)
     for act in (None, "gelu"):
-        got = torch.ops.fastembed.linear(x, w, b, act).double()
+        got = ops.packed_linear(x, ops.pack_linear_weight(w), n, b, act).double()
         want = F.linear(x.double(), w.double(), b.double())
         want = F.gelu(want) if act else want
         error = max(error, float((got - want).abs().max()))
-x, w, b = torch.randn(17, 1000, generator=g), torch.randn(301, 1000, generator=g), torch.randn(301, generator=g)
-many = torch.randn(65, 1000, generator=g)  # past every kernel's row limit: aten::linear itself
-print(_native.linear_kernel(), error,
-      torch.equal(torch.ops.fastembed.linear(x, w, b), F.linear(x, w, b)),
-      torch.equal(torch.ops.fastembed.linear(many, w, b), F.linear(many, w, b)))
+print(_native.linear_kernel(), error)
 """
     env = {**os.environ, "FASTEMBED_EXT_LINEAR_KERNEL": wanted}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
-    kernel, error, few_bitwise_aten, many_bitwise_aten = out.stdout.split()
+    kernel, error = out.stdout.split()
     assert kernel == expected
     assert float(error) < 1e-3
-    assert (few_bitwise_aten == "True") == (expected == "aten")
-    assert many_bitwise_aten == "True"

@@ -36,7 +36,7 @@ TOKENIZER_FILE = "tokenizer.json"
 FORMAT_VERSION = 1
 # Bumped whenever the exported graph changes for the same checkpoint, so cached exports made by
 # an older exporter are made anew instead of reused.
-EXPORT_REVISION = 5
+EXPORT_REVISION = 6
 INPUT_NAMES = ["input_ids", "attention_mask"]
 SUPPORTED_ARCHITECTURES = ("bert", "distilbert", "roberta")
 

@@ -1,14 +1,14 @@
-"""The exported graph's linear layers call ``fastembed::linear`` instead of ``aten::linear``.
+"""The exported graph's linear layers call ``fastembed::packed_linear`` instead of ``aten::linear``.
 
-``fastembed::linear`` is the engine's own libtorch operator (``rust/core/csrc``), registered when
-``fastembed_ext._native`` is imported. Its contract is ``aten::linear``'s, on the same
-``nn.Linear`` weight (``[out, in]``, row-major). For a few rows (the tokens of one short query
-or a small batch: up to 64 with AVX-512, 24 with AVX2) it runs a skinny GEMM that streams the
-weights once, front to back, with the arithmetic overlapping the reads; MKL's GEMM streams them
-at about 60% of that speed for so few rows, and one short query is bound by reading every weight
-once. More rows go to ``aten::linear`` (MKL) itself. ``bench/linear_forms.py`` measures both.
-The exact GELU after a feed-forward layer runs inside the same operator, each thread on the
-columns it just computed.
+``fastembed::packed_linear`` is the engine's own libtorch operator (``rust/core/csrc``),
+registered when ``fastembed_ext._native`` is imported. Its contract is ``aten::linear``'s, on
+``nn.Linear``'s weight packed once, at export, by ``fastembed::pack_linear_weight``: panels of 64
+output columns, each stored k-major, so that the weights stream front to back and a tile of rows
+times a panel's columns needs no horizontal sums. With AVX-512 it runs for every row count (at one
+short query, 17 rows, in about half of MKL's time, bound by reading the weights; at full batches
+within about 5% of MKL). With AVX2 it runs up to 64 rows and hands more to MKL on the unpacked
+weight. ``bench/linear_forms.py`` measures both. The exact GELU after a feed-forward layer runs
+inside the same operator, each thread on the columns it just computed.
 
 Values agree with ``aten::linear`` to float32 rounding (the sums run in another order).
 """
@@ -22,15 +22,19 @@ from . import _native  # noqa: F401  (registers torch.ops.fastembed)
 
 
 class FastembedLinear(torch.nn.Module):
-    """``nn.Linear``'s forward through ``fastembed::linear``; same parameters. With
-    ``activation="gelu"`` the exact GELU that followed the layer runs inside the operator."""
+    """``nn.Linear``'s forward through ``fastembed::packed_linear``: the same bias, the weight
+    packed (``weight`` gives it back as ``[out, in]``). With ``activation="gelu"`` the exact GELU
+    that followed the layer runs inside the operator."""
 
     def __init__(
         self, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None = None
     ) -> None:
         super().__init__()
         self.activation = activation
-        self.weight = torch.nn.Parameter(weight.detach().contiguous(), requires_grad=False)
+        self.out_features = int(weight.shape[0])
+        self.packed_weight = torch.nn.Parameter(
+            torch.ops.fastembed.pack_linear_weight(weight.detach()), requires_grad=False
+        )
         self.bias = (
             None
             if bias is None
@@ -41,8 +45,15 @@ class FastembedLinear(torch.nn.Module):
     def of(cls, linear: torch.nn.Linear, activation: str | None = None) -> FastembedLinear:
         return cls(linear.weight, linear.bias, activation)
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The ``[out, in]`` weight, unpacked (a copy)."""
+        return torch.ops.fastembed.unpack_linear_weight(self.packed_weight, self.out_features)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.fastembed.linear(x, self.weight, self.bias, self.activation)
+        return torch.ops.fastembed.packed_linear(
+            x, self.packed_weight, self.out_features, self.bias, self.activation
+        )
 
 
 # (linear layer, activation applied to its output) attribute pairs of the supported
@@ -63,7 +74,7 @@ _QUERY_KEY_VALUE = (("q_lin", "k_lin", "v_lin"), ("query", "key", "value"))
 
 
 class FusedProjection(torch.nn.Module):
-    """Several linear layers that read the same input, as one ``fastembed::linear`` over their
+    """Several linear layers that read the same input, as one ``fastembed::packed_linear`` over their
     stacked weights: one pass over the input and one parallel region instead of three."""
 
     def __init__(self, linears: list[torch.nn.Linear]) -> None:

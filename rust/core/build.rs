@@ -1,4 +1,4 @@
-//! Compiles the `fastembed::linear` operator (csrc/) against the libtorch that tch links.
+//! Compiles the `fastembed::` linear-layer operators (csrc/) against the libtorch that tch links.
 use std::path::PathBuf;
 
 fn main() {
@@ -33,17 +33,17 @@ fn main() {
     // Each instruction set in its own object, compiled for it alone; the dispatcher (linear.cpp)
     // is built for the baseline and calls one only after asking the CPU.
     base()
-        .file("csrc/skinny_avx512.cpp")
+        .file("csrc/packed_avx512.cpp")
         .flag("-mavx512f")
         .flag("-mfma")
         // GCC 12's own AVX-512 intrinsics trip -Wuninitialized when inlined (GCC bug 105593).
         .flag_if_supported("-Wno-uninitialized")
-        .compile("fastembed_skinny_avx512");
+        .compile("fastembed_packed_avx512");
     base()
-        .file("csrc/skinny_avx2.cpp")
+        .file("csrc/packed_avx2.cpp")
         .flag("-mavx2")
         .flag("-mfma")
-        .compile("fastembed_skinny_avx2");
+        .compile("fastembed_packed_avx2");
     base()
         .includes(&includes)
         .warnings(false)

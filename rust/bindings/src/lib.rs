@@ -19,7 +19,7 @@ fn num_threads() -> usize {
     fastembed_core::num_threads()
 }
 
-/// The kernel `fastembed::linear` runs for a few rows: "avx512", "avx2" or "aten".
+/// The kernel `fastembed::packed_linear` runs: "avx512", "avx2" or "aten".
 #[pyfunction]
 fn linear_kernel() -> &'static str {
     fastembed_core::ops::linear_kernel()
@@ -27,7 +27,7 @@ fn linear_kernel() -> &'static str {
 
 #[pymodule]
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
-    // Before anything can load or export a bundle that calls `fastembed::linear`.
+    // Before anything can load or export a bundle that calls `fastembed::packed_linear`.
     fastembed_core::ops::register().map_err(errors::to_py_err)?;
     module.add_class::<encoder::PyEncoder>()?;
     module.add_function(wrap_pyfunction!(set_num_threads, module)?)?;

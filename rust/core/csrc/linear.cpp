@@ -1,45 +1,35 @@
-// `fastembed::linear(input, weight, bias, activation)`: the operator exported bundles call for
-// every float linear layer. Same contract as `aten::linear`, optionally followed by GELU; a few
-// rows on a CPU with AVX2 or AVX-512 take the skinny GEMM of skinny_kernel.h, everything else
-// goes to `at::linear` (MKL).
+// The libtorch operators exported bundles call for their float linear layers:
+//
+// - `fastembed::pack_linear_weight(weight)`: nn.Linear's [n, k] weight in the packed layout of
+//   packed.h, done once at export; `fastembed::unpack_linear_weight(packed, n)` gives it back.
+// - `fastembed::packed_linear(input, packed, n, bias, activation)`: `aten::linear` on a packed
+//   weight, optionally followed by GELU. With AVX-512 or AVX2 it runs the GEMM of
+//   packed_kernel.h; otherwise (or for other dtypes, or where autograd needs the graph) it unpacks
+//   the weight and calls `at::addmm` (MKL).
+// - `fastembed::linear(input, weight, bias, activation)`: the same on a plain weight, through
+//   `at::linear`; bundles of export revision 5 call it.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
 #include <c10/core/GradMode.h>
 #include <torch/library.h>
 
-#include <unistd.h>
-
 #include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <string>
 
-#include "skinny.h"
+#include "packed.h"
 
 namespace fastembed {
 namespace {
 
-// Up to this many rows (tokens of the batch) the skinny GEMM beats MKL on every layer shape of
-// the supported models (bench/linear_forms.py; for AVX2, against MKL held to AVX2 with
-// MKL_ENABLE_INSTRUCTIONS=AVX2). Past it the arithmetic, not the weight stream, sets the pace.
-constexpr int64_t kMaxRowsAvx512 = 64;
-constexpr int64_t kMaxRowsAvx2 = 24;
-// Output columns per parallel task.
-constexpr int64_t kColumnsPerTask = 16;
+// Up to this many rows the AVX2 kernel beats MKL held to AVX2 (MKL_ENABLE_INSTRUCTIONS=AVX2,
+// bench/linear_forms.py); past it the weight is unpacked for at::addmm. The AVX-512 kernel
+// matches MKL at every row count and takes them all.
+constexpr int64_t kMaxRowsAvx2 = 64;
 
 enum class Kernel { Aten, Avx2, Avx512 };
-
-// The bytes of input rows the skinny GEMM keeps in L1 at once: 7/12 of the L1 data cache (28 KiB
-// of 48, 18.7 of 32), leaving the rest to the weight rows and outputs of a tile. Measured with
-// bench/linear_forms.py on a 48 KiB L1: 20 KiB was slower, 28 and 40 the same.
-int64_t l1_input_budget() {
-  static const int64_t budget = [] {
-    const long l1 = sysconf(_SC_LEVEL1_DCACHE_SIZE);
-    return static_cast<int64_t>(l1 > 0 ? l1 : 32 * 1024) * 7 / 12;
-  }();
-  return budget;
-}
 
 Kernel kernel = Kernel::Aten;
 
@@ -68,26 +58,26 @@ Kernel choose_kernel() {
   return best;
 }
 
-bool skinny_applies(const at::Tensor& input, const at::Tensor& weight,
+// Whether the own kernel takes this call; the checks the operator's contract needs are done.
+bool kernel_applies(const at::Tensor& input, const at::Tensor& packed,
                     const std::optional<at::Tensor>& bias) {
   if (kernel == Kernel::Aten) return false;
   if (input.device().type() != c10::DeviceType::CPU || input.layout() != at::kStrided ||
-      input.scalar_type() != at::kFloat || input.dim() < 1 || input.numel() == 0)
+      input.scalar_type() != at::kFloat || input.numel() == 0)
     return false;
-  if (weight.device().type() != c10::DeviceType::CPU || weight.layout() != at::kStrided ||
-      weight.scalar_type() != at::kFloat || weight.dim() != 2 || !weight.is_contiguous() ||
-      weight.size(1) != input.size(-1))
+  if (packed.device().type() != c10::DeviceType::CPU || packed.layout() != at::kStrided ||
+      packed.scalar_type() != at::kFloat || !packed.is_contiguous())
     return false;
   if (bias.has_value() && bias->defined() &&
       (bias->device().type() != c10::DeviceType::CPU || bias->scalar_type() != at::kFloat ||
-       bias->dim() != 1 || !bias->is_contiguous() || bias->size(0) != weight.size(0)))
+       !bias->is_contiguous()))
     return false;
   if (c10::GradMode::is_enabled() &&
-      (input.requires_grad() || weight.requires_grad() ||
+      (input.requires_grad() || packed.requires_grad() ||
        (bias.has_value() && bias->defined() && bias->requires_grad())))
     return false;
   const int64_t rows = input.numel() / input.size(-1);
-  return rows <= (kernel == Kernel::Avx512 ? kMaxRowsAvx512 : kMaxRowsAvx2);
+  return kernel == Kernel::Avx512 || rows <= kMaxRowsAvx2;
 }
 
 // The activations a linear layer's output can go through inside the operator.
@@ -100,44 +90,91 @@ Activation parse_activation(const std::optional<c10::string_view>& name) {
               "'; expected None or 'gelu'");
 }
 
+at::Tensor apply(Activation activation, at::Tensor out) {
+  return activation == Activation::Gelu ? at::gelu(out) : out;
+}
+
 at::Tensor linear(const at::Tensor& input, const at::Tensor& weight,
                   const std::optional<at::Tensor>& bias,
-                  std::optional<c10::string_view> activation_name) {
-  const Activation activation = parse_activation(activation_name);
-  if (!skinny_applies(input, weight, bias)) {
-    at::Tensor out = at::linear(input, weight, bias);
-    return activation == Activation::Gelu ? at::gelu(out) : out;
-  }
-  const int64_t k = input.size(-1);
+                  std::optional<c10::string_view> activation) {
+  return apply(parse_activation(activation), at::linear(input, weight, bias));
+}
+
+at::Tensor pack_linear_weight(const at::Tensor& weight) {
+  TORCH_CHECK(weight.dim() == 2, "fastembed::pack_linear_weight: expected a 2-D [out, in] weight, got ",
+              weight.dim(), " dimensions");
   const int64_t n = weight.size(0);
-  const at::Tensor x = input.contiguous();
+  const int64_t k = weight.size(1);
+  const int64_t panels = packed::panels(n);
+  const at::Tensor padded = at::constant_pad_nd(weight, {0, 0, 0, panels * packed::kPanel - n});
+  return padded.view({panels, packed::kPanel, k}).transpose(1, 2).contiguous();
+}
+
+// Checks `packed` against `out_features` and the input's width; returns k.
+int64_t check_packed(const char* op, const at::Tensor& packed, int64_t out_features) {
+  TORCH_CHECK(out_features > 0, "fastembed::", op, ": out_features must be positive, got ",
+              out_features);
+  TORCH_CHECK(packed.dim() == 3 && packed.size(0) == packed::panels(out_features) &&
+                  packed.size(2) == packed::kPanel,
+              "fastembed::", op, ": the weight ", packed.sizes(), " is not a packed weight of ",
+              out_features, " outputs (expected [", packed::panels(out_features), ", in, ",
+              packed::kPanel, "]; see fastembed::pack_linear_weight)");
+  return packed.size(1);
+}
+
+// The packed weight as the [k, n] matrix wᵀ (a strided view of a copy).
+at::Tensor transposed(const at::Tensor& packed, int64_t n) {
+  const int64_t k = packed.size(1);
+  return packed.permute({1, 0, 2}).reshape({k, packed.size(0) * packed::kPanel}).narrow(1, 0, n);
+}
+
+at::Tensor unpack_linear_weight(const at::Tensor& packed, int64_t out_features) {
+  check_packed("unpack_linear_weight", packed, out_features);
+  return transposed(packed, out_features).t().contiguous();
+}
+
+at::Tensor packed_linear(const at::Tensor& input, const at::Tensor& weight, int64_t out_features,
+                         const std::optional<at::Tensor>& bias,
+                         std::optional<c10::string_view> activation_name) {
+  const Activation activation = parse_activation(activation_name);
+  const int64_t k = check_packed("packed_linear", weight, out_features);
+  const int64_t n = out_features;
+  TORCH_CHECK(input.dim() >= 1 && input.size(-1) == k, "fastembed::packed_linear: the input has ",
+              input.dim() >= 1 ? input.size(-1) : 0, " features, the layer takes ", k);
+  const bool has_bias = bias.has_value() && bias->defined();
+  TORCH_CHECK(!has_bias || (bias->dim() == 1 && bias->size(0) == n),
+              "fastembed::packed_linear: the bias has shape ", has_bias ? bias->sizes() : at::IntArrayRef{},
+              ", the layer has ", n, " outputs");
   std::vector<int64_t> out_sizes = input.sizes().vec();
   out_sizes.back() = n;
+  if (!kernel_applies(input, weight, bias)) {
+    const at::Tensor x = input.reshape({-1, k});
+    const at::Tensor w = transposed(weight, n);
+    return apply(activation, (has_bias ? at::addmm(*bias, x, w) : at::mm(x, w)).view(out_sizes));
+  }
+  const at::Tensor x = input.contiguous();
   at::Tensor y = at::empty(out_sizes, input.options());
-  const bool has_bias = bias.has_value() && bias->defined();
-  const int64_t m = x.numel() / k;
-  const skinny::Problem problem{x.const_data_ptr<float>(),
-                                m,
+  const packed::Problem problem{x.const_data_ptr<float>(),
+                                x.numel() / k,
                                 k,
                                 weight.const_data_ptr<float>(),
+                                n,
                                 has_bias ? bias->const_data_ptr<float>() : nullptr,
                                 y.mutable_data_ptr<float>(),
-                                n,
-                                skinny::k_slice(m, k, l1_input_budget())};
-  const auto run = kernel == Kernel::Avx512 ? skinny::linear_avx512 : skinny::linear_avx2;
-  const int64_t tasks = (n + kColumnsPerTask - 1) / kColumnsPerTask;
+                                n};
+  const auto run = kernel == Kernel::Avx512 ? packed::linear_avx512 : packed::linear_avx2;
   const at::Tensor y2d = y.view({problem.m, n});
   // OpenMP workers do not inherit the caller's thread-local state (inference mode, grad mode),
   // which at::gelu_ on them needs.
   const at::ThreadLocalState caller_state;
-  at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, packed::panels(n), 1, [&](int64_t begin, int64_t end) {
     const at::ThreadLocalStateGuard state_guard(caller_state);
-    const int64_t col_begin = begin * kColumnsPerTask;
-    const int64_t col_end = std::min(end * kColumnsPerTask, n);
-    run(problem, col_begin, col_end);
+    run(problem, begin, end);
     // The same GELU kernel as aten::gelu, on the columns this thread just wrote (still in its
     // cache), instead of a separate operator that reads all of them back on both cores.
     if (activation == Activation::Gelu) {
+      const int64_t col_begin = begin * packed::kPanel;
+      const int64_t col_end = std::min(end * packed::kPanel, n);
       at::Tensor mine = y2d.narrow(1, col_begin, col_end - col_begin);
       at::gelu_(mine);
     }
@@ -157,6 +194,13 @@ extern "C" const char* fastembed_register_ops() {
       // Leaked on purpose: the registration must outlive every module that calls the operator.
       auto* library = new torch::Library(torch::Library::DEF, "fastembed", std::nullopt,
                                          __FILE__, __LINE__);
+      library->def("pack_linear_weight(Tensor weight) -> Tensor", &fastembed::pack_linear_weight);
+      library->def("unpack_linear_weight(Tensor packed, int out_features) -> Tensor",
+                   &fastembed::unpack_linear_weight);
+      library->def(
+          "packed_linear(Tensor input, Tensor weight, int out_features, Tensor? bias=None, "
+          "str? activation=None) -> Tensor",
+          &fastembed::packed_linear);
       library->def(
           "linear(Tensor input, Tensor weight, Tensor? bias=None, str? activation=None) -> Tensor",
           &fastembed::linear);
@@ -171,7 +215,7 @@ extern "C" const char* fastembed_register_ops() {
   return error.empty() ? nullptr : error.c_str();
 }
 
-// The kernel the operator uses for a few rows: "avx512", "avx2" or "aten".
+// The kernel fastembed::packed_linear uses: "avx512", "avx2" or "aten".
 extern "C" const char* fastembed_linear_kernel() {
   return fastembed::kernel_name(fastembed::kernel);
 }

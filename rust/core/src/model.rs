@@ -18,7 +18,7 @@ impl Backbone {
                 "missing: the bundle has no TorchScript backbone",
             ));
         }
-        // Bundles call `fastembed::linear`; the operator must exist before the graph is read.
+        // Bundles call `fastembed::packed_linear`; the operator must exist before the graph is read.
         crate::ops::register()?;
         let mut module = CModule::load_on_device(path, Device::Cpu).map_err(|err| {
             Error::bundle(

@@ -1,5 +1,6 @@
-//! `fastembed::linear`, the libtorch operator exported bundles call for their linear layers
-//! (C++ in `csrc/`). It has to be registered in the process before such a bundle is loaded.
+//! `fastembed::packed_linear` and its companions, the libtorch operators exported bundles call for
+//! their linear layers (C++ in `csrc/`). They have to be registered in the process before such a
+//! bundle is loaded.
 
 use std::ffi::{c_char, CStr};
 
@@ -23,13 +24,13 @@ pub fn register() -> Result<()> {
     // SAFETY: as above.
     let message = unsafe { CStr::from_ptr(error) }.to_string_lossy();
     Err(Error::Operator(format!(
-        "cannot register fastembed::linear: {message}"
+        "cannot register the fastembed:: linear-layer operators: {message}"
     )))
 }
 
-/// Which kernel `fastembed::linear` uses for a few rows: `"avx512"`, `"avx2"`, or `"aten"` (MKL
-/// for everything, on CPUs without AVX2 or when `FASTEMBED_EXT_LINEAR_KERNEL=aten` was set before
-/// registration).
+/// Which kernel `fastembed::packed_linear` uses: `"avx512"`, `"avx2"` (up to 64 rows), or
+/// `"aten"` (MKL on the unpacked weight for everything, on CPUs without AVX2 or when
+/// `FASTEMBED_EXT_LINEAR_KERNEL=aten` was set before registration).
 pub fn linear_kernel() -> &'static str {
     // The choice is made at registration; without it every call would be aten::linear anyway.
     if register().is_err() {
