@@ -120,7 +120,7 @@ def test_linear_layers_call_the_engine_operator(distilbert_bundle: Path) -> None
     weights = [node.inputsAt(1).toIValue() for node in nodes]
     outputs = [node.inputsAt(2).toIValue() for node in nodes]
     assert all(w.dim() == 3 and w.shape[2] == 64 and w.is_contiguous() for w in weights)
-    # [in, out] per layer: one 64-column panel each (zero padded past `out`)
+    # [in, out] per layer, in ceil(out / 64) panels of 64 columns (zero padded past `out`)
     assert sorted((w.shape[1], out) for w, out in zip(weights, outputs)) == sorted(
         [(32, 3 * 32), (32, 32), (32, 64), (64, 32)] * 2
     )

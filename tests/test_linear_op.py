@@ -107,7 +107,6 @@ def test_gelu_inside_equals_gelu_after(rows: int) -> None:
     want = F.gelu(F.linear(x.double(), w.double(), b.double()))
     assert got.shape == (rows, 3072)
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-3)
-    assert torch.equal(linear(x, w, b, None), linear(x, w, b))
 
 
 def test_unknown_activation_is_refused() -> None:
@@ -155,10 +154,22 @@ def test_mismatched_shapes_are_named() -> None:
         ops.packed_linear(x, w, 32, b)
     with pytest.raises(RuntimeError, match="is not a packed weight of 65 outputs"):
         ops.packed_linear(x, packed, 65, None)
+    with pytest.raises(RuntimeError, match=r"the input is a scalar; expected \[\.\.\., 64\]"):
+        ops.packed_linear(torch.tensor(1.0), packed, 32, b)
     with pytest.raises(RuntimeError, match="out_features must be positive, got 0"):
         ops.unpack_linear_weight(packed, 0)
     with pytest.raises(RuntimeError, match="expected a 2-D \\[out, in\\] weight, got 1 dimensions"):
         ops.pack_linear_weight(b)
+
+
+@pytest.mark.parametrize("shape", [(3, 0), (0, 5), (2, 0, 5), (5,)])
+def test_empty_and_one_dimensional_inputs_are_aten_linear(shape: tuple[int, ...]) -> None:
+    x = torch.randn(shape)
+    k = shape[-1]
+    w, b = torch.randn(7, k), torch.randn(7)
+    got = linear(x, w, b)
+    assert got.shape == (*shape[:-1], 7)
+    torch.testing.assert_close(got, F.linear(x, w, b))
 
 
 def test_plain_weight_operator_of_revision_5_bundles_is_aten_linear() -> None:
@@ -187,10 +198,18 @@ for rows, k, n in [(17, 1000, 301), (17, 2001, 301), (5, 1001, 7), (24, 100, 3),
         want = F.linear(x.double(), w.double(), b.double())
         want = F.gelu(want) if act else want
         error = max(error, float((got - want).abs().max()))
-print(_native.linear_kernel(), error)
+# The fallback is at::addmm on the unpacked wᵀ, bit for bit; the own kernel sums in another order.
+def is_addmm(rows):
+    x, w, b = torch.randn(rows, 300, generator=g), torch.randn(72, 300, generator=g), torch.randn(72, generator=g)
+    packed = ops.pack_linear_weight(w)
+    wt = packed.permute(1, 0, 2).reshape(300, -1)[:, :72]
+    return torch.equal(ops.packed_linear(x, packed, 72, b), torch.addmm(b, x, wt))
+print(_native.linear_kernel(), error, is_addmm(64), is_addmm(65))
 """
     env = {**os.environ, "FASTEMBED_EXT_LINEAR_KERNEL": wanted}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
-    kernel, error = out.stdout.split()
+    kernel, error, addmm_at_64, addmm_at_65 = out.stdout.split()
     assert kernel == expected
     assert float(error) < 1e-3
+    assert addmm_at_64 == str(expected == "aten")
+    assert addmm_at_65 == "True"

@@ -139,8 +139,10 @@ at::Tensor packed_linear(const at::Tensor& input, const at::Tensor& weight, int6
   const Activation activation = parse_activation(activation_name);
   const int64_t k = check_packed("packed_linear", weight, out_features);
   const int64_t n = out_features;
-  TORCH_CHECK(input.dim() >= 1 && input.size(-1) == k, "fastembed::packed_linear: the input has ",
-              input.dim() >= 1 ? input.size(-1) : 0, " features, the layer takes ", k);
+  TORCH_CHECK(input.dim() >= 1, "fastembed::packed_linear: the input is a scalar; expected [..., ",
+              k, "]");
+  TORCH_CHECK(input.size(-1) == k, "fastembed::packed_linear: the input has ", input.size(-1),
+              " features, the layer takes ", k);
   const bool has_bias = bias.has_value() && bias->defined();
   TORCH_CHECK(!has_bias || (bias->dim() == 1 && bias->size(0) == n),
               "fastembed::packed_linear: the bias has shape ", has_bias ? bias->sizes() : at::IntArrayRef{},
@@ -148,7 +150,8 @@ at::Tensor packed_linear(const at::Tensor& input, const at::Tensor& weight, int6
   std::vector<int64_t> out_sizes = input.sizes().vec();
   out_sizes.back() = n;
   if (!kernel_applies(input, weight, bias)) {
-    const at::Tensor x = input.reshape({-1, k});
+    // [rows, k] (flatten, not reshape(-1, k), which cannot infer rows when k is 0)
+    const at::Tensor x = input.dim() == 1 ? input.unsqueeze(0) : input.flatten(0, -2);
     const at::Tensor w = transposed(weight, n);
     return apply(activation, (has_bias ? at::addmm(*bias, x, w) : at::mm(x, w)).view(out_sizes));
   }

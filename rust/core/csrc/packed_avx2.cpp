@@ -20,7 +20,7 @@ struct Avx2 {
     const int clamped = static_cast<int>(count < 0 ? 0 : count > 8 ? 8 : count);
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(clamped), lane);
   }
-  // The first `count` floats at p (none when count <= 0), zero beyond.
+  // The first `count` (1 or more) floats at p, zero beyond.
   static V load_n(const float* p, int64_t count) {
     return count >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mask(count));
   }

@@ -19,7 +19,7 @@ struct Avx512 {
     return count >= 16 ? static_cast<__mmask16>(0xffff)
                        : static_cast<__mmask16>(count <= 0 ? 0 : (1u << count) - 1);
   }
-  // The first `count` floats at p (none when count <= 0), zero beyond.
+  // The first `count` (1 or more) floats at p, zero beyond.
   static V load_n(const float* p, int64_t count) {
     return count >= 16 ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(mask(count), p);
   }

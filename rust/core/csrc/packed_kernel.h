@@ -47,8 +47,11 @@ inline void tile(const Problem& p, const float* x, float* y, const float* w, int
   V acc[RB][VB];
   for (int j = 0; j < RB; ++j)
     for (int i = 0; i < VB; ++i) {
+      // Vectors wholly past column n are neither read nor written, nor is a pointer to them formed.
       const int64_t count = valid - i * L;
-      if (!first)
+      if (count <= 0)
+        acc[j][i] = Isa::zero();
+      else if (!first)
         acc[j][i] = Isa::load_n(y + j * p.ldy + i * L, count);
       else
         acc[j][i] = p.bias != nullptr ? Isa::load_n(p.bias + col + i * L, count) : Isa::zero();
@@ -67,7 +70,8 @@ inline void tile(const Problem& p, const float* x, float* y, const float* w, int
     }
   }
   for (int j = 0; j < RB; ++j)
-    for (int i = 0; i < VB; ++i) Isa::store_n(y + j * p.ldy + i * L, acc[j][i], valid - i * L);
+    for (int i = 0; i < VB; ++i)
+      if (valid - i * L > 0) Isa::store_n(y + j * p.ldy + i * L, acc[j][i], valid - i * L);
 }
 
 template <class Isa>
@@ -98,8 +102,8 @@ inline void panels(const Problem& p, int64_t panel_begin, int64_t panel_end) {
   const char* stream_end = reinterpret_cast<const char*>(p.w + panel_end * panel_floats);
   // The stream's first kPrefetchAhead bytes have no slice before them to prefetch them.
   const char* head = reinterpret_cast<const char*>(p.w + panel_begin * panel_floats);
-  for (const char* line = head; line < stream_end && line < head + kPrefetchAhead; line += 64)
-    _mm_prefetch(line, _MM_HINT_T1);
+  const int64_t head_bytes = stream_end - head < kPrefetchAhead ? stream_end - head : kPrefetchAhead;
+  for (int64_t offset = 0; offset < head_bytes; offset += 64) _mm_prefetch(head + offset, _MM_HINT_T1);
   const int64_t chunk = chunk_rows(p.m, k);
   for (int64_t row0 = 0; row0 < p.m; row0 += chunk) {
     const int64_t rows = p.m - row0 < chunk ? p.m - row0 : chunk;
