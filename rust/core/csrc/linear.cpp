@@ -86,7 +86,7 @@ enum class Activation { None, Gelu };
 Activation parse_activation(const std::optional<c10::string_view>& name) {
   if (!name.has_value()) return Activation::None;
   if (*name == "gelu") return Activation::Gelu;  // exact (erf) GELU, as torch.nn.functional.gelu
-  TORCH_CHECK(false, "fastembed::linear: unknown activation '", std::string(*name),
+  TORCH_CHECK(false, "fastembed: unknown activation '", std::string(*name),
               "'; expected None or 'gelu'");
 }
 
@@ -110,7 +110,7 @@ at::Tensor pack_linear_weight(const at::Tensor& weight) {
   return padded.view({panels, packed::kPanel, k}).transpose(1, 2).contiguous();
 }
 
-// Checks `packed` against `out_features` and the input's width; returns k.
+// Checks that `packed` is a packed weight of `out_features` outputs; returns its k.
 int64_t check_packed(const char* op, const at::Tensor& packed, int64_t out_features) {
   TORCH_CHECK(out_features > 0, "fastembed::", op, ": out_features must be positive, got ",
               out_features);
@@ -163,8 +163,7 @@ at::Tensor packed_linear(const at::Tensor& input, const at::Tensor& weight, int6
                                 weight.const_data_ptr<float>(),
                                 n,
                                 has_bias ? bias->const_data_ptr<float>() : nullptr,
-                                y.mutable_data_ptr<float>(),
-                                n};
+                                y.mutable_data_ptr<float>()};
   const auto run = kernel == Kernel::Avx512 ? packed::linear_avx512 : packed::linear_avx2;
   const at::Tensor y2d = y.view({problem.m, n});
   // OpenMP workers do not inherit the caller's thread-local state (inference mode, grad mode),
@@ -188,7 +187,7 @@ at::Tensor packed_linear(const at::Tensor& input, const at::Tensor& weight, int6
 }  // namespace
 }  // namespace fastembed
 
-// Registers the operator once per process. Returns null, or why it could not be registered.
+// Registers the operators once per process. Returns null, or why it could not be registered.
 extern "C" const char* fastembed_register_ops() {
   static std::string error;
   static const bool once = [] {

@@ -13,8 +13,8 @@ constexpr int64_t kPanel = 64;
 
 inline int64_t panels(int64_t n) { return (n + kPanel - 1) / kPanel; }
 
-// y[r * ldy + c] = sum over i < k of x[r * k + i] * w[c][i], plus bias[c] unless it is null;
-// x is [m, k] contiguous, w is packed.
+// y[r * n + c] = sum over i < k of x[r * k + i] * w[c][i], plus bias[c] unless it is null;
+// x is [m, k] and y [m, n], both contiguous; w is packed.
 struct Problem {
   const float* x;
   int64_t m;
@@ -23,7 +23,6 @@ struct Problem {
   int64_t n;
   const float* bias;
   float* y;
-  int64_t ldy;
 };
 
 // Panels [panel_begin, panel_end) of p, on the calling thread.

@@ -13,23 +13,16 @@ struct Avx2 {
   static constexpr int kRows = 6;
   static V zero() { return _mm256_setzero_ps(); }
   static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
   static V broadcast(const float* p) { return _mm256_broadcast_ss(p); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
-  static __m256i mask(int64_t count) {
+  // The first `count` floats (0 < count < 8).
+  static __m256i mask(int count) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const int clamped = static_cast<int>(count < 0 ? 0 : count > 8 ? 8 : count);
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(clamped), lane);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), lane);
   }
-  // The first `count` (1 or more) floats at p, zero beyond.
-  static V load_n(const float* p, int64_t count) {
-    return count >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mask(count));
-  }
-  static void store_n(float* p, V v, int64_t count) {
-    if (count >= 8)
-      _mm256_storeu_ps(p, v);
-    else
-      _mm256_maskstore_ps(p, mask(count), v);
-  }
+  static V load_partial(const float* p, int count) { return _mm256_maskload_ps(p, mask(count)); }
+  static void store_partial(float* p, V v, int count) { _mm256_maskstore_ps(p, mask(count), v); }
 };
 
 }  // namespace

@@ -13,22 +13,13 @@ struct Avx512 {
   static constexpr int kRows = 6;
   static V zero() { return _mm512_setzero_ps(); }
   static V load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
   static V broadcast(const float* p) { return _mm512_set1_ps(*p); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-  static __mmask16 mask(int64_t count) {
-    return count >= 16 ? static_cast<__mmask16>(0xffff)
-                       : static_cast<__mmask16>(count <= 0 ? 0 : (1u << count) - 1);
-  }
-  // The first `count` (1 or more) floats at p, zero beyond.
-  static V load_n(const float* p, int64_t count) {
-    return count >= 16 ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(mask(count), p);
-  }
-  static void store_n(float* p, V v, int64_t count) {
-    if (count >= 16)
-      _mm512_storeu_ps(p, v);
-    else
-      _mm512_mask_storeu_ps(p, mask(count), v);
-  }
+  // The first `count` floats (0 < count < 16).
+  static __mmask16 mask(int count) { return static_cast<__mmask16>((1u << count) - 1); }
+  static V load_partial(const float* p, int count) { return _mm512_maskz_loadu_ps(mask(count), p); }
+  static void store_partial(float* p, V v, int count) { _mm512_mask_storeu_ps(p, mask(count), v); }
 };
 
 }  // namespace

@@ -36,6 +36,19 @@ inline int64_t chunk_rows(int64_t m, int64_t k) {
   return rows > kChunkRows ? rows : kChunkRows;
 }
 
+// The first `count` (1 or more) floats at p: a whole vector, or the part of one that exists.
+template <class Isa>
+inline typename Isa::V load_n(const float* p, int64_t count) {
+  return count >= Isa::kLanes ? Isa::load(p) : Isa::load_partial(p, static_cast<int>(count));
+}
+template <class Isa>
+inline void store_n(float* p, typename Isa::V v, int64_t count) {
+  if (count >= Isa::kLanes)
+    Isa::store(p, v);
+  else
+    Isa::store_partial(p, v, static_cast<int>(count));
+}
+
 template <class Isa, int RB>
 inline void tile(const Problem& p, const float* x, float* y, const float* w, int64_t col,
                  int64_t kn, bool first, const char* prefetch, int64_t prefetch_lines) {
@@ -52,9 +65,9 @@ inline void tile(const Problem& p, const float* x, float* y, const float* w, int
       if (count <= 0)
         acc[j][i] = Isa::zero();
       else if (!first)
-        acc[j][i] = Isa::load_n(y + j * p.ldy + i * L, count);
+        acc[j][i] = load_n<Isa>(y + j * p.n + i * L, count);
       else
-        acc[j][i] = p.bias != nullptr ? Isa::load_n(p.bias + col + i * L, count) : Isa::zero();
+        acc[j][i] = p.bias != nullptr ? load_n<Isa>(p.bias + col + i * L, count) : Isa::zero();
     }
   // This tile's share of the prefetch, spread evenly over its k loop: a line each time `due`
   // passes kn (no division in the loop).
@@ -71,14 +84,14 @@ inline void tile(const Problem& p, const float* x, float* y, const float* w, int
   }
   for (int j = 0; j < RB; ++j)
     for (int i = 0; i < VB; ++i)
-      if (valid - i * L > 0) Isa::store_n(y + j * p.ldy + i * L, acc[j][i], valid - i * L);
+      if (valid - i * L > 0) store_n<Isa>(y + j * p.n + i * L, acc[j][i], valid - i * L);
 }
 
 template <class Isa>
 inline void rows_tile(const Problem& p, int64_t row, int rows, const float* w, int64_t col,
                       int64_t kb, int64_t kn, const char* prefetch, int64_t lines) {
   const float* x = p.x + row * p.k + kb;
-  float* y = p.y + row * p.ldy + col;
+  float* y = p.y + row * p.n + col;
   const bool first = kb == 0;
   switch (rows) {
     case 1: tile<Isa, 1>(p, x, y, w, col, kn, first, prefetch, lines); break;
