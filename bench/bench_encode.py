@@ -35,6 +35,7 @@ import gc
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -208,6 +209,9 @@ def int8_bundle(st_path: Path, name: str) -> Path:
     dst = models.cache_root() / "int8" / f"{name}-{key}"
     if not (dst / "fastembed_ext.json").exists():
         fastembed_ext.export(str(st_path), str(dst), quantize="int8")
+        for stale in dst.parent.glob(f"{name}-*"):  # older revisions' int8 bundles of this model
+            if stale != dst:
+                shutil.rmtree(stale, ignore_errors=True)
     return dst
 
 

@@ -244,6 +244,29 @@ def test_checkpoint_cache_is_reused(
     config.write_text(json.dumps({"max_seq_length": 16, "do_lower_case": False}))
     third = fastembed_ext.Encoder(src)
     assert third.path != bundle and third.max_seq_length == 16
+    # ... and removes the export it supersedes (and its lock), while an Encoder that loaded the
+    # old one keeps working; other sources' exports stay.
+    other = fastembed_ext.Encoder(shutil.copytree(distilbert_256k, tmp_path / "other"))
+    cache = tmp_path / "cache" / "exports"
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        [third.path.name, f"{third.path.name}.lock", other.path.name, f"{other.path.name}.lock"]
+    )
+    np.testing.assert_array_equal(first.encode(SHORT), other.encode(SHORT))
+
+
+def test_export_killed_midway_is_cleaned_up_by_the_next(
+    distilbert_256k: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FASTEMBED_EXT_CACHE", str(tmp_path / "cache"))
+    src = shutil.copytree(distilbert_256k, tmp_path / "model")
+    cache = tmp_path / "cache" / "exports"
+    key = export_module.cache_key(src)
+    half = cache / f".{key}.tmp-killed"
+    half.mkdir(parents=True)
+    (half / "model.pt").write_bytes(b"half a model")
+    enc = fastembed_ext.Encoder(src)
+    assert sorted(p.name for p in cache.iterdir()) == [key, f"{key}.lock"]
+    assert enc.path == cache / key
 
 
 def test_concurrent_first_use_exports_once(

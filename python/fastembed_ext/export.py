@@ -167,11 +167,47 @@ def _cached_export(src: Path, source: str | None = None) -> Path:
         raise ModelLoadError(f"{bundles}: cannot create the export cache: {exc}") from exc
     with _file_lock(bundles / f"{dst.name}.lock"):
         if not (dst / MANIFEST_FILE).is_file():  # another process may have finished meanwhile
+            _remove_leftovers(dst)
             if source is None:
                 export(src, dst)
             else:  # a hub download: the manifest names the hub id, not the snapshot folder
                 _export(src, dst.absolute(), source)
+            _remove_superseded(dst)
     return dst
+
+
+def _remove_leftovers(dst: Path) -> None:
+    """Remove what an export into `dst` killed midway left behind. Only the holder of `dst`'s lock
+    writes these, so whatever is there now belongs to a process that is gone."""
+    for pattern in (f".{dst.name}.tmp-*", f".{dst.name}.old-*"):
+        for leftover in dst.parent.glob(pattern):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _remove_superseded(dst: Path) -> None:
+    """Remove the cache's other exports of the source just exported into `dst`: made by an older
+    exporter or from the checkpoint's files before an edit, no key will ever name them again, and
+    at up to gigabytes each they would otherwise pile up with every upgrade.
+
+    Each one is renamed away before it is deleted, so no reader sees half a bundle; a process that
+    has already loaded one keeps working (the model and tokenizer are read into memory)."""
+    source = _read_json_object(dst / MANIFEST_FILE).get("source")
+    for entry in dst.parent.iterdir():
+        if entry == dst or entry.name.startswith(".") or not entry.is_dir():
+            continue
+        try:
+            if json.loads((entry / MANIFEST_FILE).read_text(encoding="utf-8")).get("source") != source:
+                continue
+        except (OSError, ValueError, AttributeError):
+            continue  # not a finished bundle: maybe another process's export in progress
+        trash = Path(tempfile.mkdtemp(prefix=f".{entry.name}.old-", dir=dst.parent))
+        try:
+            os.rename(entry, trash / "bundle")
+        except OSError:  # removed by another process meanwhile
+            pass
+        shutil.rmtree(trash, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (dst.parent / f"{entry.name}.lock").unlink()
 
 
 @contextlib.contextmanager
