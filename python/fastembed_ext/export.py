@@ -192,6 +192,8 @@ def _remove_superseded(dst: Path) -> None:
     Each one is renamed away before it is deleted, so no reader sees half a bundle; a process that
     has already loaded one keeps working (the model and tokenizer are read into memory)."""
     source = _read_json_object(dst / MANIFEST_FILE).get("source")
+    if not source:  # every manifest names its source; without one, nothing can be matched to it
+        return
     for entry in dst.parent.iterdir():
         if entry == dst or entry.name.startswith(".") or not entry.is_dir():
             continue
