@@ -198,15 +198,11 @@ def _remove_superseded(dst: Path) -> None:
         if entry == dst or entry.name.startswith(".") or not entry.is_dir():
             continue
         try:
-            if json.loads((entry / MANIFEST_FILE).read_text(encoding="utf-8")).get("source") != source:
+            if _read_json_object(entry / MANIFEST_FILE).get("source") != source:
                 continue
-        except (OSError, ValueError, AttributeError):
-            continue  # not a finished bundle: maybe another process's export in progress
-        trash = Path(tempfile.mkdtemp(prefix=f".{entry.name}.old-", dir=dst.parent))
-        try:
-            os.rename(entry, trash / "bundle")
-        except OSError:  # removed by another process meanwhile
-            pass
+            trash = _move_aside(entry)
+        except (ModelLoadError, OSError):
+            continue  # not a finished bundle (maybe an export in progress), or already removed
         shutil.rmtree(trash, ignore_errors=True)
         with contextlib.suppress(OSError):
             (dst.parent / f"{entry.name}.lock").unlink()
@@ -478,10 +474,21 @@ def _swap_into_place(tmp: Path, dst: Path) -> None:
     if not dst.exists():
         os.rename(tmp, dst)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
-    os.rename(dst, old / "bundle")
+    old = _move_aside(dst)
     os.rename(tmp, dst)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _move_aside(bundle: Path) -> Path:
+    """Renames `bundle` into a new hidden folder beside it and returns that folder, for the caller
+    to delete: readers see the whole bundle or none of it, never a half-deleted one."""
+    old = Path(tempfile.mkdtemp(prefix=f".{bundle.name}.old-", dir=bundle.parent))
+    try:
+        os.rename(bundle, old / "bundle")
+    except OSError:
+        old.rmdir()
+        raise
+    return old
 
 
 def _write_bundle(plan: _Plan, similarity: str, out: Path, quantize: str | None) -> dict[str, Any]:
