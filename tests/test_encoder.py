@@ -183,6 +183,29 @@ def test_manifest_dim_disagrees_with_model(distilbert_bundle: Path, tmp_path: Pa
     assert "768" in message and "32" in message
 
 
+def test_fingerprint_pins_the_bundle_content(distilbert_bundle: Path, tmp_path: Path) -> None:
+    bundle = _copy_bundle(distilbert_bundle, tmp_path / "b")
+    plain = fastembed_ext.Encoder(bundle)
+    fingerprint = plain.fingerprint
+    assert fingerprint.startswith("sha256:") and len(fingerprint) == 7 + 64
+    pinned = fastembed_ext.Encoder(bundle, fingerprint=fingerprint)
+    assert pinned.fingerprint == fingerprint
+    assert np.array_equal(pinned.encode(["pinned"]), plain.encode(["pinned"]))
+
+    manifest = json.loads((bundle / "fastembed_ext.json").read_text())
+    manifest["source"] = "edited after it was pinned"
+    (bundle / "fastembed_ext.json").write_text(json.dumps(manifest))
+    with pytest.raises(fastembed_ext.BundleChangedError, match="differs from the pinned") as info:
+        fastembed_ext.Encoder(bundle, fingerprint=fingerprint)
+    assert isinstance(info.value, ModelLoadError) and fingerprint in str(info.value)
+    assert fastembed_ext.Encoder(bundle).fingerprint != fingerprint
+
+
+def test_fingerprint_needs_a_bundle(distilbert_256k: Path) -> None:
+    with pytest.raises(ModelLoadError, match="not a fastembed_ext bundle"):
+        fastembed_ext.Encoder(distilbert_256k, fingerprint="sha256:" + "0" * 64)
+
+
 def test_unsupported_architecture(gpt2_hf: Path) -> None:
     with pytest.raises(UnsupportedModelError, match=r"'gpt2' is not supported") as info:
         fastembed_ext.Encoder(gpt2_hf)

@@ -8,10 +8,17 @@
 
 from ._native import __version__, num_threads, set_num_threads
 from .encoder import Encoder
-from .errors import EncodeError, FastembedExtError, ModelLoadError, UnsupportedModelError
+from .errors import (
+    BundleChangedError,
+    EncodeError,
+    FastembedExtError,
+    ModelLoadError,
+    UnsupportedModelError,
+)
 from .export import export
 
 __all__ = [
+    "BundleChangedError",
     "EncodeError",
     "Encoder",
     "FastembedExtError",

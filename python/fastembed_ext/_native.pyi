@@ -10,7 +10,12 @@ import numpy.typing as npt
 __version__: str
 
 class Encoder:
-    def __init__(self, bundle: str | PathLike[str], threads: int | None = None) -> None: ...
+    def __init__(
+        self,
+        bundle: str | PathLike[str],
+        threads: int | None = None,
+        fingerprint: str | None = None,
+    ) -> None: ...
     def encode(
         self,
         texts: Iterable[str],
@@ -31,6 +36,8 @@ class Encoder:
     def architecture(self) -> str: ...
     @property
     def dtype(self) -> str: ...
+    @property
+    def fingerprint(self) -> str: ...
     @property
     def path(self) -> str: ...
 

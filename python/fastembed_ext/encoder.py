@@ -12,7 +12,8 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _native
-from .export import resolve_bundle
+from .errors import ModelLoadError
+from .export import MANIFEST_FILE, resolve_bundle
 
 # With a progress bar the texts go to the engine in chunks, so the bar moves while each chunk stays
 # large enough for the engine to group texts of similar length: 8 batches when the caller caps
@@ -28,6 +29,8 @@ class Encoder:
     folder (exported once into a cache and reused), or a hub id where a network exists.
     `threads` sets libtorch's intra-op threads for this process. `batch_tokens` caps the padded
     tokens (rows x longest row) of one forward pass; the default suits every supported model.
+    `fingerprint` pins the model to a bundle's content (see `Encoder.fingerprint`): `model` must
+    then be a bundle, and one whose files give another fingerprint raises `BundleChangedError`.
     """
 
     def __init__(
@@ -35,6 +38,8 @@ class Encoder:
         model: str | os.PathLike[str],
         threads: int | None = None,
         batch_tokens: int | None = None,
+        *,
+        fingerprint: str | None = None,
     ) -> None:
         if batch_tokens is not None:
             try:
@@ -45,7 +50,16 @@ class Encoder:
                 ) from None
             if batch_tokens < 1:
                 raise ValueError(f"batch_tokens must be a positive integer, got {batch_tokens}")
-        self._native = _native.Encoder(os.fspath(resolve_bundle(model)), threads)
+        if fingerprint is None:
+            bundle = resolve_bundle(model)
+        else:
+            bundle = Path(os.fspath(model)).expanduser()
+            if not (bundle / MANIFEST_FILE).is_file():
+                raise ModelLoadError(
+                    f"{bundle}: not a fastembed_ext bundle (no {MANIFEST_FILE}); a fingerprint "
+                    "pins a bundle's content, so checkpoints cannot be loaded pinned"
+                )
+        self._native = _native.Encoder(os.fspath(bundle), threads, fingerprint)
         self._batch_tokens = batch_tokens
 
     @overload
@@ -123,6 +137,12 @@ class Encoder:
     def normalize(self) -> bool:
         """Whether the model L2-normalises its vectors by default."""
         return self._native.normalize
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 over the bundle's manifest, tokenizer and model files: `sha256:<hex>`. Loading
+        with `Encoder(bundle, fingerprint=...)` refuses a bundle whose files give another one."""
+        return self._native.fingerprint
 
     @property
     def path(self) -> Path:

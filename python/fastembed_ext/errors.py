@@ -9,6 +9,10 @@ class ModelLoadError(FastembedExtError):
     """A model or bundle is missing, unreadable, corrupt or inconsistent."""
 
 
+class BundleChangedError(ModelLoadError):
+    """A bundle's files no longer give the content fingerprint it was pinned to."""
+
+
 class UnsupportedModelError(FastembedExtError, ValueError):
     """The model uses an architecture, pooling or module this engine does not implement."""
 

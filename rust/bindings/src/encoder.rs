@@ -17,12 +17,22 @@ pub struct PyEncoder {
 #[pymethods]
 impl PyEncoder {
     #[new]
-    #[pyo3(signature = (bundle, threads = None))]
-    fn new(py: Python<'_>, bundle: PathBuf, threads: Option<i64>) -> PyResult<Self> {
+    #[pyo3(signature = (bundle, threads = None, fingerprint = None))]
+    fn new(
+        py: Python<'_>,
+        bundle: PathBuf,
+        threads: Option<i64>,
+        fingerprint: Option<String>,
+    ) -> PyResult<Self> {
         if let Some(threads) = threads {
             fastembed_core::set_num_threads(positive("threads", threads)?);
         }
-        let inner = py.detach(|| Encoder::load(&bundle)).map_err(to_py_err)?;
+        let inner = py
+            .detach(|| match &fingerprint {
+                Some(pinned) => Encoder::load_pinned(&bundle, pinned),
+                None => Encoder::load(&bundle),
+            })
+            .map_err(to_py_err)?;
         Ok(Self { inner })
     }
 
@@ -87,6 +97,14 @@ impl PyEncoder {
     #[getter]
     fn dtype(&self) -> &str {
         &self.inner.manifest().dtype
+    }
+
+    /// The bundle's content fingerprint, `sha256:<64 hex digits>` (computed on first access
+    /// unless the bundle was loaded pinned to it).
+    #[getter]
+    fn fingerprint(&self, py: Python<'_>) -> PyResult<String> {
+        py.detach(|| self.inner.fingerprint().map(str::to_owned))
+            .map_err(to_py_err)
     }
 
     #[getter]

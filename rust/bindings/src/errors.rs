@@ -6,6 +6,7 @@ use pyo3::PyErr;
 
 // Defined in Python (fastembed_ext/errors.py) so the exporter raises the very same classes.
 pyo3::import_exception!(fastembed_ext.errors, ModelLoadError);
+pyo3::import_exception!(fastembed_ext.errors, BundleChangedError);
 pyo3::import_exception!(fastembed_ext.errors, UnsupportedModelError);
 pyo3::import_exception!(fastembed_ext.errors, EncodeError);
 
@@ -13,6 +14,7 @@ pub fn to_py_err(err: Error) -> PyErr {
     let message = err.to_string();
     match err {
         Error::Bundle { .. } => ModelLoadError::new_err(message),
+        Error::Changed { .. } => BundleChangedError::new_err(message),
         Error::Unsupported { .. } => UnsupportedModelError::new_err(message),
         Error::InvalidArgument(_) => PyValueError::new_err(message),
         Error::Tokenize(_) | Error::Forward(_) => EncodeError::new_err(message),

@@ -1,9 +1,11 @@
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use tch::Tensor;
 
 use crate::batching::{self, DEFAULT_BATCH_TOKENS};
 use crate::error::{Error, Result};
+use crate::fingerprint::{self, Hasher, FINGERPRINTED_FILES, MODEL_FILE, TOKENIZER_FILE};
 use crate::manifest::{Manifest, MANIFEST_FILE};
 use crate::model::Backbone;
 use crate::pool;
@@ -39,34 +41,91 @@ pub struct Encoder {
     manifest: Manifest,
     tokenizer: TextTokenizer,
     backbone: Backbone,
+    /// Known from the start when loaded pinned; otherwise computed on first request.
+    fingerprint: OnceLock<String>,
 }
 
 impl Encoder {
     /// Loads the bundle at `dir` and checks, with one tiny forward pass, that the backbone's
     /// output width is the `dim` the manifest promises.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
-        let dir = dir.as_ref();
-        if !dir.is_dir() {
-            return Err(Error::bundle(
-                dir,
-                "not a directory (expected a fastembed_ext model bundle)",
-            ));
-        }
+        let dir = check_dir(dir.as_ref())?;
         let manifest = Manifest::load(dir)?;
         let tokenizer = TextTokenizer::load(
-            &dir.join("tokenizer.json"),
+            &dir.join(TOKENIZER_FILE),
             manifest.max_seq_length,
             manifest.pad_token_id,
         )?;
-        let backbone = Backbone::load(&dir.join("model.pt"))?;
+        let backbone = Backbone::load(&dir.join(MODEL_FILE))?;
+        Self::assemble(dir, manifest, tokenizer, backbone, OnceLock::new())
+    }
+
+    /// Loads the bundle at `dir` only if its files give `fingerprint` (see [`fingerprint`]).
+    /// The files are read once, hashed, and loaded from those very bytes, so what runs is what
+    /// was checked even if the files change meanwhile. Fails with [`Error::Changed`] otherwise.
+    pub fn load_pinned(dir: impl AsRef<Path>, fingerprint: &str) -> Result<Self> {
+        let dir = check_dir(dir.as_ref())?;
+        if !fingerprint::is_fingerprint(fingerprint) {
+            return Err(Error::InvalidArgument(format!(
+                "{fingerprint:?} is not a bundle fingerprint (sha256: and 64 hex digits)"
+            )));
+        }
+        let mut hasher = Hasher::new();
+        let mut files = Vec::with_capacity(FINGERPRINTED_FILES.len());
+        for name in FINGERPRINTED_FILES {
+            let path = dir.join(name);
+            let bytes = std::fs::read(&path).map_err(|err| Error::bundle(&path, err))?;
+            hasher.bytes(name, &bytes);
+            files.push(bytes);
+        }
+        let actual = hasher.finish();
+        if actual != fingerprint {
+            return Err(Error::Changed {
+                path: dir.to_owned(),
+                expected: fingerprint.to_owned(),
+                actual,
+            });
+        }
+        let [manifest_bytes, tokenizer_bytes, model_bytes] = <[Vec<u8>; 3]>::try_from(files)
+            .map_err(|_| Error::bundle(dir, "internal: expected three bundle files"))?;
+        let manifest = Manifest::from_bytes(&dir.join(MANIFEST_FILE), &manifest_bytes)?;
+        let tokenizer = TextTokenizer::from_bytes(
+            &dir.join(TOKENIZER_FILE),
+            &tokenizer_bytes,
+            manifest.max_seq_length,
+            manifest.pad_token_id,
+        )?;
+        let backbone = Backbone::from_bytes(&dir.join(MODEL_FILE), &model_bytes)?;
+        drop(model_bytes); // the module holds its own copy of the weights
+        Self::assemble(dir, manifest, tokenizer, backbone, OnceLock::from(actual))
+    }
+
+    fn assemble(
+        dir: &Path,
+        manifest: Manifest,
+        tokenizer: TextTokenizer,
+        backbone: Backbone,
+        fingerprint: OnceLock<String>,
+    ) -> Result<Self> {
         let encoder = Self {
             dir: dir.to_owned(),
             manifest,
             tokenizer,
             backbone,
+            fingerprint,
         };
         encoder.check_width()?;
         Ok(encoder)
+    }
+
+    /// The bundle's content fingerprint: the pinned one, or (for [`Self::load`]) that of its
+    /// files as they are when first asked.
+    pub fn fingerprint(&self) -> Result<&str> {
+        if let Some(known) = self.fingerprint.get() {
+            return Ok(known);
+        }
+        let computed = fingerprint::fingerprint(&self.dir)?;
+        Ok(self.fingerprint.get_or_init(|| computed))
     }
 
     fn check_width(&self) -> Result<()> {
@@ -76,7 +135,7 @@ impl Encoder {
             self.backbone
                 .token_embeddings(&batch.input_ids, &batch.attention_mask)
         })
-        .map_err(|err| Error::bundle(self.dir.join("model.pt"), err))?
+        .map_err(|err| Error::bundle(self.dir.join(MODEL_FILE), err))?
         .size()[2];
         if usize::try_from(width).ok() != Some(self.manifest.dim) {
             return Err(Error::bundle(
@@ -169,5 +228,16 @@ impl Encoder {
             };
             Ok(pooled.contiguous())
         })
+    }
+}
+
+fn check_dir(dir: &Path) -> Result<&Path> {
+    if dir.is_dir() {
+        Ok(dir)
+    } else {
+        Err(Error::bundle(
+            dir,
+            "not a directory (expected a fastembed_ext model bundle)",
+        ))
     }
 }

@@ -6,6 +6,13 @@ pub enum Error {
     /// A bundle file is missing, unreadable, corrupt, or disagrees with the rest of the bundle.
     #[error("{}: {message}", path.display())]
     Bundle { path: PathBuf, message: String },
+    /// The bundle's files no longer give the fingerprint it was pinned to.
+    #[error("{}: content fingerprint {actual} differs from the pinned {expected}; the bundle changed since it was pinned", path.display())]
+    Changed {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
     /// The bundle asks for something this engine does not implement.
     #[error("{}: unsupported {what}", path.display())]
     Unsupported { path: PathBuf, what: String },

@@ -4,11 +4,12 @@
 //! forward pass) → [`model`] (TorchScript backbone) → [`pool`] (masked mean, optional L2
 //! normalisation) → `f32` rows. [`Encoder`] ties the steps
 //! together over a model bundle: a directory with `model.pt`, `tokenizer.json` and a
-//! [`Manifest`] (`fastembed_ext.json`).
+//! [`Manifest`] (`fastembed_ext.json`), identified by its content [`fingerprint`].
 
 pub mod batching;
 mod encoder;
 mod error;
+pub mod fingerprint;
 mod manifest;
 pub mod model;
 pub mod ops;
@@ -17,6 +18,7 @@ pub mod tokenize;
 
 pub use encoder::{Embeddings, EncodeOptions, Encoder};
 pub use error::{Error, Result};
+pub use fingerprint::fingerprint;
 pub use manifest::{Manifest, Similarity, MANIFEST_FILE};
 
 /// Sets the number of threads libtorch uses inside one operator. Process-wide, as in libtorch.

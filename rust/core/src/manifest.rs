@@ -57,10 +57,15 @@ impl Manifest {
     /// Reads and checks the manifest of the bundle at `dir`.
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|err| Error::bundle(&path, err))?;
-        let manifest: Self = serde_json::from_str(&text)
-            .map_err(|err| Error::bundle(&path, format!("not a valid manifest: {err}")))?;
-        manifest.check(&path)?;
+        let bytes = std::fs::read(&path).map_err(|err| Error::bundle(&path, err))?;
+        Self::from_bytes(&path, &bytes)
+    }
+
+    /// Parses and checks manifest bytes read from `path` (named in errors).
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
+        let manifest: Self = serde_json::from_slice(bytes)
+            .map_err(|err| Error::bundle(path, format!("not a valid manifest: {err}")))?;
+        manifest.check(path)?;
         Ok(manifest)
     }
 

@@ -20,7 +20,18 @@ impl Backbone {
         }
         // Bundles call `fastembed::packed_linear`; the operator must exist before the graph is read.
         crate::ops::register()?;
-        let mut module = CModule::load_on_device(path, Device::Cpu).map_err(|err| {
+        Self::ready(path, CModule::load_on_device(path, Device::Cpu))
+    }
+
+    /// As [`Self::load`], from the bytes of `model.pt` read from `path` (named in errors).
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
+        crate::ops::register()?;
+        let mut reader = std::io::Cursor::new(bytes);
+        Self::ready(path, CModule::load_data_on_device(&mut reader, Device::Cpu))
+    }
+
+    fn ready(path: &Path, loaded: std::result::Result<CModule, tch::TchError>) -> Result<Self> {
+        let mut module = loaded.map_err(|err| {
             Error::bundle(
                 path,
                 format!(

@@ -19,7 +19,18 @@ impl TextTokenizer {
     /// Loads `tokenizer.json` and fixes its truncation to `max_seq_length`. Padding is left off:
     /// [`Batch::pad`] pads each batch to its own longest row.
     pub fn load(path: &Path, max_seq_length: usize, pad_token_id: u32) -> Result<Self> {
-        let mut inner = Tokenizer::from_file(path)
+        let bytes = std::fs::read(path).map_err(|err| Error::bundle(path, err))?;
+        Self::from_bytes(path, &bytes, max_seq_length, pad_token_id)
+    }
+
+    /// As [`Self::load`], from the bytes of `tokenizer.json` read from `path` (named in errors).
+    pub fn from_bytes(
+        path: &Path,
+        bytes: &[u8],
+        max_seq_length: usize,
+        pad_token_id: u32,
+    ) -> Result<Self> {
+        let mut inner = Tokenizer::from_bytes(bytes)
             .map_err(|err| Error::bundle(path, format!("not a valid tokenizer.json: {err}")))?;
         inner
             .with_truncation(Some(TruncationParams {

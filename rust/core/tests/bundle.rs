@@ -211,3 +211,41 @@ fn encoder_is_shared_across_threads() {
         }
     });
 }
+
+#[test]
+fn a_pinned_load_gives_the_same_vectors_and_refuses_a_changed_bundle() {
+    let copy = copy_of_bundle();
+    let unpinned = Encoder::load(copy.path()).unwrap();
+    let pinned_to = unpinned.fingerprint().unwrap().to_owned();
+    assert_eq!(pinned_to, fastembed_core::fingerprint(copy.path()).unwrap());
+
+    let pinned = Encoder::load_pinned(copy.path(), &pinned_to).unwrap();
+    assert_eq!(pinned.fingerprint().unwrap(), pinned_to);
+    let texts = ["pinned and unpinned agree", "to the last bit"];
+    assert_eq!(
+        pinned.encode(&texts, &EncodeOptions::default()).unwrap().data,
+        unpinned.encode(&texts, &EncodeOptions::default()).unwrap().data
+    );
+
+    // One byte of the tokenizer changed (a space added): same bundle shape, other content.
+    let tokenizer = copy.path().join("tokenizer.json");
+    let mut bytes = fs::read(&tokenizer).unwrap();
+    bytes.push(b' ');
+    fs::write(&tokenizer, bytes).unwrap();
+    match Encoder::load_pinned(copy.path(), &pinned_to) {
+        Err(Error::Changed {
+            expected, actual, ..
+        }) => {
+            assert_eq!(expected, pinned_to);
+            assert_ne!(actual, pinned_to);
+        }
+        Err(other) => panic!("expected Error::Changed, got {other}"),
+        Ok(_) => panic!("a changed bundle loaded pinned to its old fingerprint"),
+    }
+    // Asked for again, an unpinned encoder reports what it was computed from the first time.
+    assert_eq!(unpinned.fingerprint().unwrap(), pinned_to);
+    assert!(matches!(
+        Encoder::load_pinned(copy.path(), "sha256:nothex"),
+        Err(Error::InvalidArgument(_))
+    ));
+}
