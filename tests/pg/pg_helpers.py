@@ -15,3 +15,18 @@ def assert_same_vectors(got, want, atol: float = 1e-6) -> None:
     want = np.asarray(want, dtype=np.float32)
     assert got.shape == want.shape
     assert np.abs(got - want).max() <= atol, np.abs(got - want).max()
+
+
+def backend_notice(conn, statement: str) -> str:
+    """The last NOTICE that ``statement`` (usually a DO block) raises in the connection's backend."""
+    notices: list[str] = []
+
+    def handler(diag) -> None:
+        notices.append(diag.message_primary)
+
+    conn.add_notice_handler(handler)
+    try:
+        conn.execute(statement)
+    finally:
+        conn.remove_notice_handler(handler)
+    return notices[-1]

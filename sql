@@ -1,0 +1,1 @@
+python/fastembed_ext/pg/sql

@@ -1,0 +1,158 @@
+"""The privilege model, action by action and role by role, as a team's roles use it.
+
+fe_owner owns the tables; fe_writer may only INSERT (and SELECT) on them, fe_reader only SELECT;
+fe_admin is a member of fastembed_ext_admin; fe_stranger owns nothing here. No role is a superuser.
+Each case runs as that role and checks the outcome: rows read back, or the error's SQLSTATE and
+the hint a user reads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import psycopg
+import pytest
+from conftest import connect
+from pg_helpers import assert_same_vectors
+
+OK = None
+TABLES = ("r_att", "r_gen")
+
+
+@pytest.fixture(scope="module")
+def owned(roles, _session_conn):
+    """Tables of fe_owner: r_att attached (sync) with an HNSW index, r_gen with a generated column."""
+    with connect(roles["fe_owner"]) as c:
+        for t in TABLES:
+            c.execute(f"DROP TABLE IF EXISTS {t}")
+        c.execute("CREATE TABLE r_att (id bigserial PRIMARY KEY, body text, embedding vector(384))")
+        c.execute("INSERT INTO r_att (body) VALUES ('owned by fe_owner'), ('second row')")
+        c.execute("SELECT fastembed_ext.attach_embedding('r_att', 'body', 'embedding', 'minilm')")
+        c.execute("SELECT fastembed_ext.create_embedding_index('r_att', 'embedding')")
+        c.execute("CREATE TABLE r_gen (id bigserial PRIMARY KEY, body text, "
+                  "embedding vector(384) GENERATED ALWAYS AS (embed(body, 'minilm')) STORED)")
+        for t in TABLES:
+            c.execute(f"GRANT SELECT, INSERT ON {t} TO fe_writer")
+            c.execute(f"GRANT USAGE ON SEQUENCE {t}_id_seq TO fe_writer")
+            c.execute(f"GRANT SELECT ON {t} TO fe_reader, fe_stranger")
+    yield
+    with connect(roles["fe_owner"]) as c:
+        for t in TABLES:
+            c.execute(f"DROP TABLE IF EXISTS {t}")
+
+
+def _insert_is_embedded(c, table: str, encoder) -> None:
+    text = f"written by {c.info.user} into {table}"
+    c.execute(f"INSERT INTO {table} (body) VALUES (%s)", (text,))
+    vec = c.execute(f"SELECT embedding::real[] FROM {table} WHERE body = %s", (text,)).fetchone()[0]
+    assert_same_vectors(np.asarray(vec, np.float32), encoder.encode(text))
+
+
+def _search(c, table: str, encoder) -> None:
+    hits = c.execute(f"SELECT key FROM fastembed_ext.search('{table}', 'embedding', 'owned', 1)").fetchall()
+    assert hits == [("1",)]
+
+
+# (action name, SQL or callable, {role: expected}); expected is OK, or (sqlstate, text in the hint)
+CASES = [
+    ("embed with a registered model", "SELECT vector_dims(embed('x', 'minilm'))",
+     dict.fromkeys(("fe_owner", "fe_writer", "fe_reader", "fe_admin", "fe_stranger"), OK)),
+    ("embed with the default model", "SELECT vector_dims(embed('x'))",
+     dict.fromkeys(("fe_reader", "fe_stranger"), OK)),
+    ("embed with a bundle path", "SELECT vector_dims(embed('x', %(bundle)s))",
+     {"fe_admin": OK, "fe_owner": ("42501", "register_model"), "fe_reader": ("42501", "register_model")}),
+    ("register a model", "SELECT name FROM fastembed_ext.register_model('r_extra', %(bundle)s)",
+     {"fe_admin": OK, "fe_owner": ("42501", "GRANT fastembed_ext_admin TO fe_owner"),
+      "fe_stranger": ("42501", "GRANT fastembed_ext_admin TO fe_stranger")}),
+    ("set the default model", "SELECT fastembed_ext.set_default_model('minilm')",
+     {"fe_admin": OK, "fe_owner": ("42501", "GRANT fastembed_ext_admin")}),
+    ("unregister a model", "SELECT fastembed_ext.unregister_model('r_extra')",
+     {"fe_owner": ("42501", "GRANT fastembed_ext_admin"), "fe_admin": OK}),
+    ("call the admins' internal function directly", "SELECT fastembed_ext._register_model('x', %(bundle)s)",
+     {"fe_owner": ("42501", None)}),
+    ("insert into an attached table", lambda c, enc: _insert_is_embedded(c, "r_att", enc),
+     {"fe_writer": OK, "fe_owner": OK, "fe_reader": ("42501", None)}),
+    ("insert into a generated-column table", lambda c, enc: _insert_is_embedded(c, "r_gen", enc),
+     {"fe_writer": OK, "fe_reader": ("42501", None)}),
+    ("search an attached table", lambda c, enc: _search(c, "r_att", enc),
+     dict.fromkeys(("fe_reader", "fe_writer", "fe_owner"), OK)),
+    ("attach someone else's table", "SELECT fastembed_ext.attach_embedding('r_gen', 'body', 'id', 'minilm')",
+     {"fe_stranger": ("42501", "Ask the owner of public.r_gen")}),
+    ("detach someone else's table", "SELECT fastembed_ext.detach_embedding('r_att', 'embedding')",
+     {"fe_stranger": ("42501", "Ask the owner of public.r_att"), "fe_writer": ("42501", "Ask the owner")}),
+    ("edit the attachments directly", "DELETE FROM fastembed_ext.attachments WHERE tbl = 'r_att'::regclass",
+     {"fe_stranger": ("42501", "Only the owner of a table"), "fe_writer": ("42501", "Only the owner")}),
+    ("index someone else's table", "SELECT fastembed_ext.create_embedding_index('r_gen', 'embedding')",
+     {"fe_stranger": ("42501", None)}),
+    ("set fastembed_ext.threads past the CPUs", "SET fastembed_ext.threads = 64; SELECT embed('x', 'minilm')",
+     {"fe_reader": ("22023", "RESET fastembed_ext.threads")}),
+]
+
+
+def _params(case):
+    name, _, expected = case
+    return [pytest.param(case, role, id=f"{name} as {role}") for role in expected]
+
+
+@pytest.mark.parametrize("case, role", [p for case in CASES for p in _params(case)])
+def test_role_matrix(case, role, roles, owned, encoder, minilm_bundle_path, _session_conn):
+    _, action, expected = case
+    with connect(roles[role]) as c:
+        run = (lambda: action(c, encoder)) if callable(action) else (
+            lambda: [c.execute(part, {"bundle": minilm_bundle_path}) for part in action.split("; ")])
+        if expected[role] is OK:
+            run()
+            return
+        sqlstate, hint = expected[role]
+        with pytest.raises(psycopg.Error) as ei:
+            run()
+        assert ei.value.diag.sqlstate == sqlstate, ei.value.diag.message_primary
+        if hint is not None:
+            assert hint in (ei.value.diag.message_hint or ""), ei.value.diag.message_hint
+
+
+def test_owner_attaches_indexes_detaches_and_drops_its_tables(roles, encoder, _session_conn):
+    """Everything a table owner does with its own table, ending with DROP TABLE (which 0.1.0's
+    event trigger broke for every non-superuser)."""
+    with connect(roles["fe_owner"]) as c:
+        c.execute("DROP TABLE IF EXISTS r_own")
+        c.execute("CREATE TABLE r_own (id int PRIMARY KEY, body text, extra text, embedding vector(384))")
+        c.execute("INSERT INTO r_own VALUES (1, 'mine', 'x')")
+        assert c.execute("SELECT fastembed_ext.attach_embedding('r_own', 'body', 'embedding', 'minilm')").fetchone() == (1,)
+        c.execute("SELECT fastembed_ext.create_embedding_index('r_own', 'embedding')")
+        c.execute("ALTER TABLE r_own DROP COLUMN extra")  # an unrelated column
+        assert c.execute("SELECT fastembed_ext.detach_embedding('r_own', 'embedding')").fetchone() == (True,)
+        c.execute("SELECT fastembed_ext.attach_embedding('r_own', 'body', 'embedding', 'minilm')")
+        c.execute("DROP TABLE r_own")
+        c.execute("CREATE TABLE r_own2 (id int PRIMARY KEY, body text, embedding vector(384))")
+        c.execute("SELECT fastembed_ext.attach_embedding('r_own2', 'body', 'embedding', 'minilm')")
+        c.execute("ALTER TABLE r_own2 DROP COLUMN body")
+        c.execute("DROP TABLE r_own2")
+    assert _session_conn.execute(
+        "SELECT count(*) FROM fastembed_ext.attachments WHERE tbl::text LIKE 'r_own%'").fetchone() == (0,)
+
+
+def test_writer_rows_are_written_with_the_owners_rights(roles, owned, _session_conn):
+    """The vectors of an INSERT-only writer's rows are written by the owner's trigger function:
+    the writer still may not UPDATE, and the function belongs to the owner."""
+    owner = _session_conn.execute(
+        "SELECT p.proowner::regrole::text, p.prosecdef FROM fastembed_ext.attachments a "
+        "JOIN pg_proc p ON p.proname = '_embed_rows_' || a.id WHERE a.tbl = 'r_att'::regclass").fetchone()
+    assert owner == ("fe_owner", True)
+    with connect(roles["fe_writer"]) as c, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        c.execute("UPDATE r_att SET body = 'no'")
+
+
+def test_changing_a_tables_owner_moves_its_trigger_function(roles, _session_conn):
+    with connect(roles["fe_owner"]) as c:
+        c.execute("DROP TABLE IF EXISTS r_moved")
+        c.execute("CREATE TABLE r_moved (id int PRIMARY KEY, body text, embedding vector(384))")
+        c.execute("SELECT fastembed_ext.attach_embedding('r_moved', 'body', 'embedding', 'minilm')")
+    _session_conn.execute("ALTER TABLE r_moved OWNER TO fe_stranger")
+    owner = _session_conn.execute(
+        "SELECT p.proowner::regrole::text FROM fastembed_ext.attachments a "
+        "JOIN pg_proc p ON p.proname = '_embed_rows_' || a.id WHERE a.tbl = 'r_moved'::regclass").fetchone()
+    assert owner == ("fe_stranger",)
+    with connect(roles["fe_stranger"]) as c:
+        c.execute("INSERT INTO r_moved VALUES (1, 'the new owner writes')")
+        assert c.execute("SELECT embedding IS NOT NULL FROM r_moved").fetchone() == (True,)
+        c.execute("DROP TABLE r_moved")

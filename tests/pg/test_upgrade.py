@@ -1,0 +1,194 @@
+"""ALTER EXTENSION fastembed_ext UPDATE from 0.1.0, on a database that 0.1.0 populated.
+
+0.1.0's install script is the released file, frozen in tests/pg/data. Until the update, its SQL
+functions import this package's `fastembed_ext.pg.server`, which still serves them, so a database
+keeps working between `pip install -U fastembed_ext` and the update.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+from conftest import connect
+
+import fastembed_ext
+from fastembed_ext.pg import cluster, scripts
+from fastembed_ext.pg.install import install
+
+OLD = "0.1.0"
+FROZEN = Path(__file__).with_name("data") / f"fastembed_ext--{OLD}.sql"
+SHARE = Path(f"/usr/share/postgresql/{cluster.PG_MAJOR}/extension")
+
+
+@pytest.fixture
+def old_release(dsn):
+    """0.1.0's install script in the server's extension directory, for this test only (`dsn` has
+    written the control file and the upgrade script)."""
+    target = SHARE / FROZEN.name
+    shutil.copyfile(FROZEN, target)
+    yield
+    target.unlink()
+
+
+def _create_at_0_1_0(dsn: str, library: Path, minilm_bundle: str) -> None:
+    with connect(dsn) as c:
+        c.execute(f"CREATE EXTENSION fastembed_ext VERSION '{OLD}' CASCADE")
+        # 0.1.0's loader imports from the directories in its config table
+        c.execute("INSERT INTO fastembed_ext.config VALUES ('python_path', %s)", (str(library),))
+        c.execute("SELECT fastembed_ext.register_model('minilm', %s)", (minilm_bundle,))
+
+
+def _vectors(c, table: str) -> dict[str, np.ndarray]:
+    return {b: np.asarray(v, np.float32) for b, v in c.execute(f"SELECT body, embedding::real[] FROM {table}")}
+
+
+def _members(c) -> list[tuple]:
+    """The extension's own objects, each with what defines it."""
+    return c.execute(
+        """SELECT pg_describe_object(d.classid, d.objid, d.objsubid),
+                  CASE d.classid
+                      WHEN 'pg_proc'::regclass THEN pg_get_functiondef(d.objid) || coalesce(p.proacl::text, '')
+                      WHEN 'pg_class'::regclass THEN (
+                          SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+                                            || coalesce(' default ' || pg_get_expr(ad.adbin, ad.adrelid), '')
+                                            || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END, ', ' ORDER BY a.attnum)
+                          FROM pg_attribute a LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+                          WHERE a.attrelid = d.objid AND a.attnum > 0 AND NOT a.attisdropped)
+                          || coalesce((SELECT relacl::text FROM pg_class WHERE oid = d.objid), '')
+                      ELSE '' END
+           FROM pg_depend d LEFT JOIN pg_proc p ON d.classid = 'pg_proc'::regclass AND p.oid = d.objid
+           WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+             AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'fastembed_ext')
+           ORDER BY 1"""
+    ).fetchall()
+
+
+def _shape(c) -> dict:
+    return {
+        "members": _members(c),
+        "config tables": c.execute(
+            "SELECT array(SELECT unnest(extconfig)::regclass::text ORDER BY 1) FROM pg_extension "
+            "WHERE extname = 'fastembed_ext'").fetchone()[0],
+        "constraints": c.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE connamespace = 'fastembed_ext'::regnamespace ORDER BY 1").fetchall(),
+        "triggers": c.execute(
+            "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = 'fastembed_ext.attachments'::regclass").fetchall(),
+        "event triggers": c.execute("SELECT evtname, evtevent, evttags::text FROM pg_event_trigger ORDER BY 1").fetchall(),
+        "threads": c.execute("SHOW fastembed_ext.threads").fetchone(),
+    }
+
+
+def test_update_from_0_1_0_keeps_rows_vectors_and_indexes(
+    old_release, new_database, library_root, minilm_bundle_path, encoder
+):
+    old = new_database("fe_upgrade")
+    _create_at_0_1_0(old, library_root / fastembed_ext.__version__, minilm_bundle_path)
+    with connect(old) as c:
+        c.execute("ALTER DATABASE fe_upgrade SET fastembed_ext.default_model = 'minilm'")
+        c.execute("SET fastembed_ext.default_model = 'minilm'")
+        c.execute("CREATE SCHEMA app")
+        c.execute("CREATE TABLE app.gen (id serial PRIMARY KEY, body text, "
+                  "embedding vector(384) GENERATED ALWAYS AS (embed(body, 'minilm')) STORED)")
+        c.execute("CREATE TABLE gen_default (id serial PRIMARY KEY, body text, "
+                  "embedding vector(384) GENERATED ALWAYS AS (embed(body)) STORED)")
+        c.execute("CREATE TABLE att (id int PRIMARY KEY, body text, embedding vector(384))")
+        c.execute("INSERT INTO att SELECT i, 'attached row ' || i FROM generate_series(1, 30) i")
+        assert c.execute("SELECT fastembed_ext.attach_embedding('att', 'body', 'embedding', 'minilm')").fetchone() == (30,)
+        c.execute("INSERT INTO att VALUES (31, 'inserted under 0.1.0')")
+        for t in ("app.gen", "gen_default"):
+            c.execute(f"INSERT INTO {t} (body) SELECT 'generated row ' || i FROM generate_series(1, 20) i")
+        c.execute("CREATE INDEX att_hnsw ON att USING hnsw (embedding vector_cosine_ops)")
+        before = {t: _vectors(c, t) for t in ("att", "app.gen", "gen_default")}
+    assert len(before["att"]) == 31
+
+    with connect(old) as c:  # a backend of its own, as `pg install` runs it
+        c.execute("ALTER EXTENSION fastembed_ext UPDATE")
+
+    with connect(old) as c:
+        assert c.execute("SELECT extversion FROM pg_extension WHERE extname = 'fastembed_ext'").fetchone() == (
+            fastembed_ext.__version__,)
+        for t, vectors in before.items():
+            after = _vectors(c, t)
+            assert after.keys() == vectors.keys()
+            assert all(np.array_equal(after[b], v) for b, v in vectors.items()), t
+        # the registry and the default moved into 0.2.0's registry, pinned
+        assert c.execute("SELECT name, path, fingerprint, is_default FROM fastembed_ext.models").fetchall() == [
+            ("minilm", minilm_bundle_path, fastembed_ext.Encoder(minilm_bundle_path).fingerprint, True)]
+        assert c.execute(
+            "SELECT count(*) FROM pg_db_role_setting s, unnest(s.setconfig) cfg "
+            "WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = 'fe_upgrade') "
+            "AND cfg LIKE 'fastembed_ext.default_model=%'").fetchone() == (0,)
+        # the attached table got 0.2.0's trigger function; writes still embed
+        assert c.execute("SELECT tbl::text, source_column, key_column, model, mode FROM fastembed_ext.attachments"
+                         ).fetchall() == [("att", "body", "id", "minilm", "sync")]
+        assert {r[0] for r in c.execute("SELECT p.proname FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid "
+                                        "WHERE t.tgrelid = 'att'::regclass")} == {
+            "_embed_rows_" + str(c.execute("SELECT id FROM fastembed_ext.attachments").fetchone()[0])}
+        c.execute("INSERT INTO att VALUES (32, 'inserted under 0.2.0')")
+        c.execute("UPDATE att SET body = 'updated under 0.2.0' WHERE id = 1")
+        for t in ("app.gen", "gen_default"):
+            c.execute(f"INSERT INTO {t} (body) VALUES ('generated under 0.2.0')")
+        for t in ("att", "app.gen", "gen_default"):
+            got = _vectors(c, t)
+            bodies = sorted(got)
+            want = encoder.encode(bodies)
+            assert np.abs(np.stack([got[b] for b in bodies]) - want).max() < 1e-5, t
+        c.execute("SET enable_seqscan = off")
+        plan = "\n".join(r[0] for r in c.execute(
+            "EXPLAIN SELECT id FROM att ORDER BY embedding <=> embed('attached', 'minilm') LIMIT 3"))
+        assert "Index Scan using att_hnsw" in plan
+        upgraded = _shape(c)
+
+    fresh = new_database("fe_fresh")
+    with connect(fresh) as c:
+        c.execute("CREATE EXTENSION fastembed_ext CASCADE")
+        assert _shape(c) == upgraded
+
+
+def test_update_of_a_checkpoint_registration(old_release, new_database, library_root, minilm_bundle_path,
+                                             minilm_path):
+    """0.1.0 registered checkpoint folders; 0.2.0 loads only bundles. The bare update refuses with
+    the way out, and `pg install` exports the checkpoint first and updates."""
+    old = new_database("fe_upgrade_ckpt")
+    _create_at_0_1_0(old, library_root / fastembed_ext.__version__, minilm_bundle_path)
+    with connect(old) as c:
+        c.execute("INSERT INTO fastembed_ext.model_registry (name, path, dim, similarity, max_seq_length) "
+                  "VALUES ('ckpt', %s, 384, 'cosine', 256)", (str(minilm_path),))
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as ei:
+            c.execute("ALTER EXTENSION fastembed_ext UPDATE")
+        assert 'model "ckpt" is registered from' in ei.value.diag.message_primary
+        assert "fastembed-ext pg install" in ei.value.diag.message_hint
+        assert c.execute("SELECT extversion FROM pg_extension WHERE extname = 'fastembed_ext'").fetchone() == (OLD,)
+    report = install(old, library_root=library_root, log=lambda *_: None)
+    assert report.updated_from == OLD
+    with connect(old) as c:
+        path, = c.execute("SELECT path FROM fastembed_ext.models WHERE name = 'ckpt'").fetchone()
+        assert Path(path).parent == library_root / "models" and Path(path, "fastembed_ext.json").is_file()
+        assert c.execute("SELECT vector_dims(embed('x', 'ckpt'))").fetchone() == (384,)
+
+
+def test_scripts_come_from_one_source():
+    """The version is the package's; each script is migrations plus the one api.sql, its PL/Python
+    bodies all the one generated body."""
+    version = fastembed_ext.__version__
+    files = scripts.extension_files()
+    install_name, upgrade_name = f"fastembed_ext--{version}.sql", f"fastembed_ext--{OLD}--{version}.sql"
+    assert set(files) == {"fastembed_ext.control", install_name, upgrade_name}
+    assert files["fastembed_ext.control"].count("default_version") == 1
+    assert f"default_version = '{version}'" in files["fastembed_ext.control"]
+    api = (scripts.SOURCE_DIR / "api.sql").read_text()
+    migrations = {v: p.read_text() for v, p in scripts.migrations().items()}
+    assert list(migrations)[-1] == version
+    for name, included in ((install_name, list(migrations)), (upgrade_name, list(migrations)[1:])):
+        text = files[name]
+        bodies = sum(src.count("$python$") // 2 for src in [api, *(migrations[v] for v in included)])
+        assert bodies > 10 and "$python$" not in text
+        assert text.count(f'GD.get("fastembed_ext {version}")') == bodies
+        assert text.count("import sys") == 1  # the loader, once
+    # no SQL source names the version: it comes from the package
+    assert version not in api and version not in (scripts.SOURCE_DIR / "fastembed_ext.control").read_text()
