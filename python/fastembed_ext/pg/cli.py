@@ -96,7 +96,7 @@ def _search(args: argparse.Namespace) -> int:
     import psycopg
 
     from . import db
-    from .install import error_text
+    from .client import error_text
     from .search import search
 
     try:
@@ -111,7 +111,7 @@ def _search(args: argparse.Namespace) -> int:
             ef_search=args.ef_search,
         )
     except psycopg.Error as exc:  # the server's message, detail and hint, on one line
-        raise PgError(error_text(exc).replace("\n", " ")) from None
+        raise PgError(error_text(exc, one_line=True)) from None
     for rank, h in enumerate(hits, 1):
         text = "" if h.text is None else "  " + (h.text if len(h.text) <= 100 else h.text[:97] + "...")
         print(f"{rank:>3}  {h.score:.4f}  {h.key}{text}")

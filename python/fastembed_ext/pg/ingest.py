@@ -35,8 +35,8 @@ from psycopg import sql
 
 import fastembed_ext
 
+from .client import connect, error_text
 from .errors import PgError
-from .install import error_text
 
 BATCH = 256  # texts per encode call (the engine batches further by its own token budget)
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
@@ -227,11 +227,11 @@ def ingest(
     fields = [column] + sorted({k for r in records for k in r.fields} - {column})
     report = IngestReport(rejected=bad)
     try:
-        with psycopg.connect(dsn) as conn:
+        with connect(dsn) as conn:
             _ingest(conn, report, records, table, column, fields, model, vector_column, id_field,
                     append, threads, batch_size, progress)
     except psycopg.Error as exc:
-        raise PgError(error_text(exc).replace("\n", " ")) from None
+        raise PgError(error_text(exc, one_line=True)) from None
     if bad:
         with open(rejects, "w", encoding="utf-8") as out:
             for r in bad:

@@ -10,6 +10,7 @@ first. Running it again changes nothing that is already right.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from psycopg import sql
 import fastembed_ext
 
 from . import cluster, library, scripts
+from .client import connect, error_text
 from .errors import PgError
 
 EXTENSION = scripts.EXTENSION
@@ -56,13 +58,6 @@ class InstallReport:
             out.append(f"registered model {name}")
         out.append(f"default model: {self.default_model or '(none)'}")
         return out
-
-
-def _connect(dsn: str) -> psycopg.Connection:
-    try:
-        return psycopg.connect(dsn, autocommit=True)
-    except psycopg.OperationalError as exc:
-        raise PgError(f"cannot connect to {dsn}: " + " ".join(str(exc).split())) from None
 
 
 def _local_sharedir(conn: psycopg.Connection) -> Path | None:
@@ -178,25 +173,28 @@ def parse_model(spec: str) -> tuple[str, str]:
 
 def bundle_for(src: str, models_dir: Path, name: str) -> Path:
     """A bundle the server can load for ``src``: ``src`` itself when it is one, else an export of
-    it under ``models_dir``, named by its content so that a registered bundle is never rewritten."""
-    from fastembed_ext.export import MANIFEST_FILE
+    it in ``models_dir``. An export's directory is named after the checkpoint's files and the
+    exporter's revision, so running `pg install` again reuses it, and a changed checkpoint (or a
+    newer exporter) gets a new directory: a bundle a registration is pinned to is never rewritten."""
+    from fastembed_ext.export import MANIFEST_FILE, cache_key
 
     path = Path(src).expanduser()
     if (path / MANIFEST_FILE).is_file():
         return path.resolve()
+    if not path.is_dir():
+        raise PgError(f"--model {name}={src}: no such directory (a bundle, or a sentence-transformers "
+                      "or Hugging Face checkpoint folder)")
+    final = models_dir / f"{name}-{cache_key(path.resolve()).rsplit('-', 1)[1]}"
+    if (final / MANIFEST_FILE).is_file():
+        return final
     models_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(models_dir, 0o755)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.export-", dir=models_dir))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=models_dir))
     try:
-        fastembed_ext.export(src, tmp / "bundle")
-        fingerprint = fastembed_ext.Encoder(tmp / "bundle").fingerprint
-        final = models_dir / f"{name}-{fingerprint.split(':', 1)[1][:16]}"
-        if not (final / MANIFEST_FILE).is_file():
-            os.chmod(tmp / "bundle", 0o755)
-            os.rename(tmp / "bundle", final)
+        fastembed_ext.export(path, tmp / "bundle")
+        os.chmod(tmp / "bundle", 0o755)
+        os.rename(tmp / "bundle", final)
     finally:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
     return final
 
@@ -237,7 +235,7 @@ def install(
     (name, bundle or checkpoint). The first model becomes the default when the database has none."""
     report = InstallReport(dsn=dsn)
     version = scripts.current_version()
-    with _connect(dsn) as conn:
+    with connect(dsn, autocommit=True) as conn:
         if not conn.execute("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user").fetchone()[0]:
             raise PgError(f"`pg install` creates an untrusted-language extension: connect as a superuser "
                           f"(connected as {conn.info.user})")
@@ -270,7 +268,7 @@ def install(
                 report.updated_from = row[0]
 
     # a fresh connection: no library state from before the update
-    with _connect(dsn) as conn:
+    with connect(dsn, autocommit=True) as conn:
         try:
             report.version = conn.execute("SELECT fastembed_ext.version()").fetchone()[0]
             for name, src in models:
@@ -291,14 +289,3 @@ def install(
     for line in report.lines():
         log(line)
     return report
-
-
-def error_text(exc: psycopg.Error) -> str:
-    """The server's message, detail and hint, on as few lines as they need."""
-    diag = exc.diag
-    parts = [diag.message_primary or " ".join(str(exc).split())]
-    if diag.message_detail:
-        parts.append("DETAIL: " + diag.message_detail)
-    if diag.message_hint:
-        parts.append("HINT: " + diag.message_hint)
-    return "\n".join(parts)

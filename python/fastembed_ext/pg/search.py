@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from .client import connect
 from .errors import PgError
 
 
@@ -46,7 +47,7 @@ def search(
     ef_search: int | None = None,
 ) -> list[Hit]:
     """``table`` is an SQL name as you would write it (``docs``, ``app."My Docs"``)."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with connect(dsn, autocommit=True) as conn:
         row = conn.execute("SELECT pg_catalog.to_regclass(%s)::oid", (table,)).fetchone()
         if row is None or row[0] is None:
             raise PgError(f"relation {table} does not exist (names are SQL names: quote mixed case, "
