@@ -1,12 +1,16 @@
-"""PostgreSQL figures for issue 3, measured in one run against a throwaway cluster:
+"""PostgreSQL figures, measured in one run against a throwaway cluster:
 
+* a new connection's first embed() (library import, model load, one forward pass) and the
+  backend's resident memory after it, for extension 0.2.0 (pinned load from the server's own
+  library) and, side by side in the same cluster, for the 0.1.0 SQL objects on the same engine
+  (unpinned load through 0.1.0's loader), connections alternating between the two;
 * rows/s of INSERT ... SELECT of 2,000 texts through a generated column and through the
   attach trigger, each as a ratio to the Python API's docs/s on the same texts;
 * p50 latency of a top-10 `ORDER BY embedding <=> embed('query') LIMIT 10` over 10,000 rows with
-  an HNSW index, its EXPLAIN, and recall@10 against exact search;
-* resident memory of a backend after loading MiniLM.
+  an HNSW index, its EXPLAIN, and recall@10 against exact search.
 
     .venv/bin/python bench/bench_pg.py [--rows 10000] [--insert-rows 2000] [--queries 100]
+                                       [--connections 8] [--skip-insert]
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ import psycopg
 import fastembed_ext
 from fastembed_ext.pg import cluster
 from fastembed_ext.pg.ingest import ingest
-from fastembed_ext.pg.install import bundled_minilm, install
+from fastembed_ext.pg.install import install, minilm_source
 
 CORPUS = Path(fastembed_ext.__file__).parent / "pg" / "data" / "sample_corpus.jsonl"
+RELEASE_0_1_0 = Path(__file__).resolve().parents[1] / "tests" / "pg" / "data" / "fastembed_ext--0.1.0.sql"
 
 
 def texts(n: int, seed: int) -> list[str]:
@@ -47,6 +52,42 @@ def rss_kib(pid: int) -> int:
     return -1
 
 
+def first_calls(c: cluster.Cluster, library: Path, minilm: str, n: int) -> None:
+    """A new connection's first embed() and its backend's RSS, 0.2.0 against 0.1.0's SQL objects."""
+    share = Path(f"/usr/share/postgresql/{cluster.PG_MAJOR}/extension")
+    old_script = share / RELEASE_0_1_0.name
+    sides = {"0.2.0": c.dsn("bench")}
+    if RELEASE_0_1_0.exists() and os.access(share, os.W_OK):
+        shutil.copyfile(RELEASE_0_1_0, old_script)
+        with psycopg.connect(c.dsn("postgres"), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE bench010")
+        sides["0.1.0"] = c.dsn("bench010")
+        with psycopg.connect(sides["0.1.0"], autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION fastembed_ext VERSION '0.1.0' CASCADE")
+            conn.execute("INSERT INTO fastembed_ext.config VALUES ('python_path', %s)", (str(library),))
+            conn.execute("SELECT fastembed_ext.register_model('minilm', %s)", (minilm,))
+    try:
+        times: dict[str, list[float]] = {side: [] for side in sides}
+        rss: dict[str, list[int]] = {side: [] for side in sides}
+        for _ in range(n):
+            for side, dsn in sides.items():
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+                    t = time.perf_counter()
+                    conn.execute("SELECT embed('the first call of a new connection', 'minilm')")
+                    times[side].append(time.perf_counter() - t)
+                    rss[side].append(rss_kib(pid))
+        for side in sides:
+            print(f"extension {side}: new connection's first embed() p50 {statistics.median(times[side]) * 1000:.0f} ms "
+                  f"(min {min(times[side]) * 1000:.0f}, max {max(times[side]) * 1000:.0f}); backend RSS after it "
+                  f"{statistics.median(rss[side]) / 1024:.0f} MiB ({n} connections)")
+        if len(sides) == 2:
+            print(f"  ratio 0.2.0 / 0.1.0: first call {statistics.median(times['0.2.0']) / statistics.median(times['0.1.0']):.2f}, "
+                  f"RSS {statistics.median(rss['0.2.0']) / statistics.median(rss['0.1.0']):.2f}")
+    finally:
+        old_script.unlink(missing_ok=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=10_000)
@@ -54,6 +95,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--ef-search", type=int, default=40)
     ap.add_argument("--skip-insert", action="store_true", help="only the search figures")
+    ap.add_argument("--connections", type=int, default=8, help="new connections per side for the first-call figures")
     args = ap.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="fastembed_ext_bench_"))
@@ -65,8 +107,10 @@ def main() -> None:
         with psycopg.connect(c.dsn("postgres"), autocommit=True) as conn:
             conn.execute("CREATE DATABASE bench")
         dsn = c.dsn("bench")
-        install(dsn, log=lambda *_: None)
-        minilm = str(bundled_minilm())
+        install(dsn, models=[("minilm", str(minilm_source()))], library_root=root / "lib", log=lambda *_: None)
+        with psycopg.connect(dsn) as conn:
+            minilm = conn.execute("SELECT path FROM fastembed_ext.models WHERE name = 'minilm'").fetchone()[0]
+        first_calls(c, root / "lib" / fastembed_ext.__version__, minilm, args.connections)
         enc = fastembed_ext.Encoder(minilm)
         docs = texts(args.insert_rows, 0)
         print(f"threads: {fastembed_ext.num_threads()}  cpu count: {os.cpu_count()}")
@@ -81,12 +125,7 @@ def main() -> None:
         print(f"Python API encode:                    {py_rate:8.1f} docs/s")
 
         with psycopg.connect(dsn, autocommit=True) as conn:
-            pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-            before = rss_kib(pid)
             conn.execute("SELECT embed('warm up', 'minilm')")
-            after = rss_kib(pid)
-            print(f"backend RSS: {before / 1024:.0f} MiB before, {after / 1024:.0f} MiB after loading MiniLM")
-
             conn.execute("CREATE TABLE src (id int PRIMARY KEY, body text)")
             with conn.cursor().copy("COPY src (id, body) FROM STDIN") as cp:
                 for i, d in enumerate(docs):

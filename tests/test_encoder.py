@@ -187,7 +187,7 @@ def test_fingerprint_pins_the_bundle_content(distilbert_bundle: Path, tmp_path: 
     bundle = _copy_bundle(distilbert_bundle, tmp_path / "b")
     plain = fastembed_ext.Encoder(bundle)
     fingerprint = plain.fingerprint
-    assert fingerprint.startswith("sha256:") and len(fingerprint) == 7 + 64
+    assert fingerprint.startswith("blake3:") and len(fingerprint) == 7 + 64
     pinned = fastembed_ext.Encoder(bundle, fingerprint=fingerprint)
     assert pinned.fingerprint == fingerprint
     assert np.array_equal(pinned.encode(["pinned"]), plain.encode(["pinned"]))
@@ -203,7 +203,7 @@ def test_fingerprint_pins_the_bundle_content(distilbert_bundle: Path, tmp_path: 
 
 def test_fingerprint_needs_a_bundle(distilbert_256k: Path) -> None:
     with pytest.raises(ModelLoadError, match="not a fastembed_ext bundle"):
-        fastembed_ext.Encoder(distilbert_256k, fingerprint="sha256:" + "0" * 64)
+        fastembed_ext.Encoder(distilbert_256k, fingerprint="blake3:" + "0" * 64)
 
 
 def test_unsupported_architecture(gpt2_hf: Path) -> None:

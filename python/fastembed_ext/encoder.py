@@ -140,7 +140,7 @@ class Encoder:
 
     @property
     def fingerprint(self) -> str:
-        """SHA-256 over the bundle's manifest, tokenizer and model files: `sha256:<hex>`. Loading
+        """BLAKE3 hash over the bundle's manifest, tokenizer and model files: `blake3:<hex>`. Loading
         with `Encoder(bundle, fingerprint=...)` refuses a bundle whose files give another one."""
         return self._native.fingerprint
 

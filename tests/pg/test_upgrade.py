@@ -7,6 +7,7 @@ keeps working between `pip install -U fastembed_ext` and the update.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 import psycopg
 import pytest
 from conftest import connect
+from psycopg import sql
 
 import fastembed_ext
 from fastembed_ext.pg import cluster, scripts
@@ -192,3 +194,46 @@ def test_scripts_come_from_one_source():
         assert text.count("import sys") == 1  # the loader, once
     # no SQL source names the version: it comes from the package
     assert version not in api and version not in (scripts.SOURCE_DIR / "fastembed_ext.control").read_text()
+
+
+@pytest.fixture
+def library_root_setting(_session_conn, library_root):
+    """Points the cluster's fastembed_ext.library_root elsewhere for one test, then back."""
+
+    def point(root: Path) -> None:
+        _session_conn.execute(sql.SQL("ALTER SYSTEM SET fastembed_ext.library_root = {}").format(sql.Literal(str(root))))
+
+    yield point
+    point(library_root)
+
+
+def test_a_missing_or_mismatched_library_is_named(new_database, library_root_setting, library_root, pg_root):
+    version = fastembed_ext.__version__
+    d = new_database("fe_library")
+    with connect(d) as c:
+        c.execute("CREATE EXTENSION fastembed_ext CASCADE")
+    empty = pg_root / "no-library"
+    empty.mkdir(exist_ok=True)
+    library_root_setting(empty)
+    with connect(d) as c:  # a new backend finds no library for its version
+        with pytest.raises(psycopg.errors.UndefinedFile) as ei:
+            c.execute("SELECT fastembed_ext.version()")
+    diag = ei.value.diag
+    assert diag.message_primary == f"fastembed_ext: cannot load the Python library of fastembed_ext {version}"
+    assert f"(library directory: {empty / version})" in diag.message_detail
+    assert "fastembed-ext pg install" in diag.message_hint and "fastembed_ext.library_root" in diag.message_hint
+
+    # a library of another version where this version's belongs
+    other = pg_root / "other-library" / version / "fastembed_ext"
+    shutil.rmtree(other.parent.parent, ignore_errors=True)
+    shutil.copytree(library_root / version, other.parent, copy_function=os.link)  # hard links: quick
+    (other / "__init__.py").unlink()  # not written through: the link shares the real library's file
+    (other / "__init__.py").write_text('__version__ = "0.1.9"\n')
+    library_root_setting(other.parent.parent)
+    with connect(d) as c:
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as ei:
+            c.execute("SELECT embed('x', 'minilm')")
+    diag = ei.value.diag
+    assert diag.message_primary == (f"fastembed_ext: the extension's functions are fastembed_ext {version}, but "
+                                    "the Python library this backend imported is 0.1.9")
+    assert str(other / "__init__.py") in diag.message_detail and "reconnect" in diag.message_hint

@@ -32,10 +32,11 @@ GUARD = '\\echo Use "CREATE EXTENSION fastembed_ext CASCADE" to load this file. 
 _PYTHON_CALL = re.compile(r"\$python\$\s*(\w+)\((.*?)\)\s*\$python\$", re.S)
 # What every PL/Python function body runs: fetch the backend (loading it on first use), call it,
 # and let an error surface as the error alone, not as the Python frames it passed through.
-# The backend is kept in GD under a key with the version, so that after ALTER EXTENSION UPDATE the
-# new functions never call a backend an older version left in the same session.
+# The backend is kept in GD under a key with the version the functions were made for, and loaded
+# from that version's library, so that after ALTER EXTENSION UPDATE the new functions never call a
+# backend an older version left in the same session.
 _PYTHON_BODY = """$$
-fe = GD.get("fastembed_ext {version}") or plpy.execute("SELECT fastembed_ext._load()") and GD["fastembed_ext {version}"]
+fe = GD.get("fastembed_ext {version}") or plpy.execute("SELECT fastembed_ext._load('{version}')") and GD["fastembed_ext {version}"]
 try:
     return fe.{name}(plpy{args})
 except Exception as exc:

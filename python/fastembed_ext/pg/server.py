@@ -1,4 +1,9 @@
-"""What the PL/Python bodies of the fastembed_ext extension call, inside a PostgreSQL backend.
+"""The Python side of the 0.1.0 SQL objects, kept as 0.1.0 shipped it (frozen; removed in 0.3.0).
+
+A database still at extension version 0.1.0 imports this module from the user's environment. It
+stays here so that such a database keeps working between `pip install -U fastembed_ext` and
+`fastembed-ext pg install` (which runs ALTER EXTENSION fastembed_ext UPDATE); 0.2.0's SQL calls
+`fastembed_ext.pg.backend` instead. Nothing else uses it: do not change it, and do not build on it.
 
 Every entry point takes ``plpy`` (the PL/Python module of the calling backend) first and reports
 problems with ``plpy.error(message, detail=..., hint=...)``, which aborts the statement. Each

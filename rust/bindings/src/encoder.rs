@@ -99,7 +99,7 @@ impl PyEncoder {
         &self.inner.manifest().dtype
     }
 
-    /// The bundle's content fingerprint, `sha256:<64 hex digits>` (computed on first access
+    /// The bundle's content fingerprint, `blake3:<64 hex digits>` (computed on first access
     /// unless the bundle was loaded pinned to it).
     #[getter]
     fn fingerprint(&self, py: Python<'_>) -> PyResult<String> {

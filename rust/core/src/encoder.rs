@@ -5,7 +5,7 @@ use tch::Tensor;
 
 use crate::batching::{self, DEFAULT_BATCH_TOKENS};
 use crate::error::{Error, Result};
-use crate::fingerprint::{self, Hasher, FINGERPRINTED_FILES, MODEL_FILE, TOKENIZER_FILE};
+use crate::fingerprint::{self, Hasher, MODEL_FILE, TOKENIZER_FILE};
 use crate::manifest::{Manifest, MANIFEST_FILE};
 use crate::model::Backbone;
 use crate::pool;
@@ -60,24 +60,29 @@ impl Encoder {
         Self::assemble(dir, manifest, tokenizer, backbone, OnceLock::new())
     }
 
-    /// Loads the bundle at `dir` only if its files give `fingerprint` (see [`fingerprint`]).
-    /// The files are read once, hashed, and loaded from those very bytes, so what runs is what
-    /// was checked even if the files change meanwhile. Fails with [`Error::Changed`] otherwise.
+    /// Loads the bundle at `dir` only if its files give `fingerprint` (see [`fingerprint`]);
+    /// fails with [`Error::Changed`] otherwise. The manifest and tokenizer are parsed from the
+    /// bytes that were hashed; `model.pt` is hashed through an open handle and loaded through that
+    /// same handle, so a file renamed into its place meanwhile is never the one that runs.
     pub fn load_pinned(dir: impl AsRef<Path>, fingerprint: &str) -> Result<Self> {
         let dir = check_dir(dir.as_ref())?;
         if !fingerprint::is_fingerprint(fingerprint) {
             return Err(Error::InvalidArgument(format!(
-                "{fingerprint:?} is not a bundle fingerprint (sha256: and 64 hex digits)"
+                "{fingerprint:?} is not a bundle fingerprint (blake3: and 64 hex digits)"
             )));
         }
         let mut hasher = Hasher::new();
-        let mut files = Vec::with_capacity(FINGERPRINTED_FILES.len());
-        for name in FINGERPRINTED_FILES {
+        let read = |name: &str| {
             let path = dir.join(name);
-            let bytes = std::fs::read(&path).map_err(|err| Error::bundle(&path, err))?;
-            hasher.bytes(name, &bytes);
-            files.push(bytes);
-        }
+            std::fs::read(&path).map_err(|err| Error::bundle(&path, err))
+        };
+        let manifest_bytes = read(MANIFEST_FILE)?;
+        hasher.bytes(MANIFEST_FILE, &manifest_bytes);
+        let tokenizer_bytes = read(TOKENIZER_FILE)?;
+        hasher.bytes(TOKENIZER_FILE, &tokenizer_bytes);
+        let model_path = dir.join(MODEL_FILE);
+        let mut model = std::fs::File::open(&model_path).map_err(|err| Error::bundle(&model_path, err))?;
+        hasher.open_file(MODEL_FILE, &mut model, &model_path)?;
         let actual = hasher.finish();
         if actual != fingerprint {
             return Err(Error::Changed {
@@ -86,8 +91,6 @@ impl Encoder {
                 actual,
             });
         }
-        let [manifest_bytes, tokenizer_bytes, model_bytes] = <[Vec<u8>; 3]>::try_from(files)
-            .map_err(|_| Error::bundle(dir, "internal: expected three bundle files"))?;
         let manifest = Manifest::from_bytes(&dir.join(MANIFEST_FILE), &manifest_bytes)?;
         let tokenizer = TextTokenizer::from_bytes(
             &dir.join(TOKENIZER_FILE),
@@ -95,8 +98,7 @@ impl Encoder {
             manifest.max_seq_length,
             manifest.pad_token_id,
         )?;
-        let backbone = Backbone::from_bytes(&dir.join(MODEL_FILE), &model_bytes)?;
-        drop(model_bytes); // the module holds its own copy of the weights
+        let backbone = load_open_model(&model_path, model)?;
         Self::assemble(dir, manifest, tokenizer, backbone, OnceLock::from(actual))
     }
 
@@ -240,4 +242,25 @@ fn check_dir(dir: &Path) -> Result<&Path> {
             "not a directory (expected a fastembed_ext model bundle)",
         ))
     }
+}
+
+/// Loads `model.pt` from an already opened (and checked) file. On Linux libtorch opens it again
+/// through /proc/self/fd, which is the same file whatever happened to its path since, and reads it
+/// as fast as from its path; elsewhere the bytes are read into memory first.
+fn load_open_model(path: &Path, file: std::fs::File) -> Result<Backbone> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let handle = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        if handle.exists() {
+            let loaded = Backbone::load_named(&handle, path);
+            drop(file);
+            return loaded;
+        }
+    }
+    let mut file = file;
+    let mut bytes = Vec::new();
+    std::io::Seek::rewind(&mut file).map_err(|err| Error::bundle(path, err))?;
+    std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|err| Error::bundle(path, err))?;
+    Backbone::from_bytes(path, &bytes)
 }

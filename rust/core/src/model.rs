@@ -18,9 +18,15 @@ impl Backbone {
                 "missing: the bundle has no TorchScript backbone",
             ));
         }
+        Self::load_named(path, path)
+    }
+
+    /// Loads the module at `source` (a path to the same file, such as /proc/self/fd/N), naming
+    /// `path` in errors.
+    pub fn load_named(source: &Path, path: &Path) -> Result<Self> {
         // Bundles call `fastembed::packed_linear`; the operator must exist before the graph is read.
         crate::ops::register()?;
-        Self::ready(path, CModule::load_on_device(path, Device::Cpu))
+        Self::ready(path, CModule::load_on_device(source, Device::Cpu))
     }
 
     /// As [`Self::load`], from the bytes of `model.pt` read from `path` (named in errors).

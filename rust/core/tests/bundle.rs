@@ -245,7 +245,7 @@ fn a_pinned_load_gives_the_same_vectors_and_refuses_a_changed_bundle() {
     // Asked for again, an unpinned encoder reports what it was computed from the first time.
     assert_eq!(unpinned.fingerprint().unwrap(), pinned_to);
     assert!(matches!(
-        Encoder::load_pinned(copy.path(), "sha256:nothex"),
+        Encoder::load_pinned(copy.path(), "blake3:nothex"),
         Err(Error::InvalidArgument(_))
     ));
 }

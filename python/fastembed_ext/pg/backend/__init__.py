@@ -18,11 +18,12 @@ def connect(plpy, version: str, library: str):
 
     if fastembed_ext.__version__ != version:
         fail(
-            f"the database's extension is fastembed_ext {version}, but this backend has already "
-            f"loaded the Python library {fastembed_ext.__version__}",
+            f"the extension's functions are fastembed_ext {version}, but the Python library this "
+            f"backend imported is {fastembed_ext.__version__}",
             sqlstate="55000",
-            detail=f"Loaded from {fastembed_ext.__file__}; the extension's library is {library}.",
-            hint="Reconnect: a backend loads the library once. If the versions still differ, run "
-            "`fastembed-ext pg install` with the package version the extension was updated to.",
+            detail=f"Imported from {fastembed_ext.__file__}; version {version}'s library is {library}.",
+            hint="If this backend used another version before an ALTER EXTENSION UPDATE, reconnect. "
+            f"Otherwise run `fastembed-ext pg install` with fastembed_ext {version} on the server's "
+            "machine, which puts its library there.",
         )
     return Backend()

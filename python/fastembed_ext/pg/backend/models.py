@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import pwd
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -78,6 +79,7 @@ def check_bundle_path(path: str, *, name: str | None = None) -> None:
     """A model the server loads must be a bundle: anything else gets the command that makes one."""
     if not os.path.isabs(path):
         fail(f'model path "{path}" is not absolute', sqlstate="22023",
+             detail="A relative path would depend on the server's working directory.",
              hint="Give the absolute path of a fastembed_ext bundle directory on the database server.")
     if os.path.isfile(os.path.join(path, MANIFEST_FILE)):
         return
@@ -92,6 +94,7 @@ def check_bundle_path(path: str, *, name: str | None = None) -> None:
             "fastembed_ext[export]), then use the bundle's path.",
         )
     fail(f'model path "{path}" does not exist or is not readable by the server', sqlstate="58P01",
+         detail=f"Looked as the server's operating-system user ({pwd.getpwuid(os.geteuid()).pw_name}).",
          hint="The path must be a fastembed_ext bundle directory that the database server's "
          "operating-system user can read.")
 
@@ -117,6 +120,7 @@ def resolve(backend: Backend, plpy, model: str | None) -> tuple[Model, fastembed
             fail(
                 "no model given and the database has no default model",
                 sqlstate="22023",
+                detail="embed(text) and embed_batch(texts) use the database's default model.",
                 hint="Pass a model, e.g. embed(text, 'minilm'), or ask an admin to set one: "
                 "SELECT fastembed_ext.set_default_model('minilm').",
             )

@@ -30,6 +30,10 @@ HNSW_M = (2, 100)
 HNSW_EF_CONSTRUCTION = (4, 1000)
 HNSW_MAX_DIMS = {"vector": 2000, "halfvec": 4000}
 SEARCH_K = (1, 1000)
+# At most this many texts per embed_batch() call: its vectors are built in memory at once.
+BATCH_TEXTS = 65536
+_BOUNDS = ("HNSW takes m from 2 to 100 and ef_construction from 4 to 1000 (at least 2 * m); a "
+           "search returns 1 to 1000 rows (hnsw.ef_search's maximum).")
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,8 @@ class Table:
 
 def table(plpy, tbl: str | None, what: str = "a table") -> Table:
     if tbl is None:
-        fail(f"{what} is required", sqlstate="22004", hint="Pass the table, e.g. 'public.docs'.")
+        fail(f"{what} is required", sqlstate="22004", detail="The table argument is NULL.",
+             hint="Pass the table, e.g. 'public.docs'.")
     row = plpy.execute(
         "SELECT c.oid, c.oid::pg_catalog.regclass::text AS q, c.relkind, "
         "pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE') AS owner_ok, "
@@ -50,7 +55,9 @@ def table(plpy, tbl: str | None, what: str = "a table") -> Table:
         "WHERE c.oid = " + plpy.quote_literal(tbl) + "::pg_catalog.regclass"
     )[0]
     if row["relkind"] not in ("r", "p"):
-        fail(f"{row['q']} is not a table", sqlstate="42809",
+        kind = {"v": "view", "m": "materialized view", "i": "index", "S": "sequence", "f": "foreign table",
+                "c": "composite type", "t": "TOAST table", "I": "partitioned index"}.get(row["relkind"], "relation")
+        fail(f"{row['q']} is not a table", sqlstate="42809", detail=f"It is a {kind}.",
              hint="Attach, index and search ordinary or partitioned tables.")
     return Table(int(row["oid"]), row["sql"], bool(row["owner_ok"]))
 
@@ -58,7 +65,8 @@ def table(plpy, tbl: str | None, what: str = "a table") -> Table:
 def column(plpy, t: Table, name: str | None, role: str) -> dict[str, Any]:
     """Type name, base type, typmod and flags of column ``name``, or an error naming it."""
     if name is None:
-        fail(f"the {role} column is required", sqlstate="22004")
+        fail(f"the {role} column is required", sqlstate="22004", detail=f"The {role} column argument is NULL.",
+             hint="Pass the column's name as it is stored, e.g. 'body'.")
     rows = plpy.execute(
         "SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) AS typname, t.typname AS base, "
         "t.typname || CASE WHEN a.atttypmod > 0 THEN '(' || a.atttypmod || ')' ELSE '' END AS shown, "
@@ -70,7 +78,11 @@ def column(plpy, t: Table, name: str | None, role: str) -> dict[str, Any]:
         "AND a.attnum > 0 AND NOT a.attisdropped"
     )
     if not rows:
+        names = [r["attname"] for r in plpy.execute(
+            f"SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = {t.oid} AND attnum > 0 "
+            "AND NOT attisdropped ORDER BY attnum")]
         fail(f'column "{name}" of {t.sql} does not exist', sqlstate="42703",
+             detail=f"Its columns: {', '.join(names)}.",
              hint="Column names are matched exactly, as stored (case included).")
     return dict(rows[0])
 
@@ -78,10 +90,12 @@ def column(plpy, t: Table, name: str | None, role: str) -> dict[str, Any]:
 def vector_column(plpy, t: Table, name: str | None, *, need_dim: bool = False) -> dict[str, Any]:
     col = column(plpy, t, name, "vector")
     if col["base"] not in VECTOR_TYPES:
-        fail(f'column "{name}" of {t.sql} is {col["shown"]}, not vector or halfvec',
-             sqlstate="42804", hint="Add a column of type vector(dim) or halfvec(dim) for the embeddings.")
+        fail(f'column "{name}" of {t.sql} is {col["shown"]}, not vector or halfvec', sqlstate="42804",
+             detail="Embeddings are stored in pgvector's vector or halfvec type.",
+             hint="Add a column of type vector(dim) or halfvec(dim) for the embeddings.")
     if need_dim and col["typmod"] <= 0:
         fail(f'column "{name}" of {t.sql} is {col["shown"]} without a dimension', sqlstate="42804",
+             detail="An HNSW index needs a fixed number of dimensions.",
              hint=f"Declare it with the model's dimension, e.g. ALTER TABLE {t.sql} ALTER COLUMN "
              f"{name} TYPE {col['base']}(384).")
     return col
@@ -93,6 +107,7 @@ def check_dim(model: Model, enc: fastembed_ext.Encoder, t: Table, name: str, col
             f'model "{model.name}" makes {enc.dim}-dimensional vectors but column "{name}" of '
             f"{t.sql} is {col['shown']}",
             sqlstate="22000",
+            detail="pgvector stores vectors of exactly the column's width.",
             hint=f"Use a model with {col['typmod']} dimensions, or change the column to "
             f"{col['base']}({enc.dim}).",
         )
@@ -113,6 +128,7 @@ def _key_column(plpy, t: Table, key: str | None) -> str:
         if primary:
             return primary[0]
         fail(f"{t.sql} has no single-column primary key", sqlstate="42P10",
+             detail="Vectors are written back to their rows by a unique, NOT NULL key.",
              hint="Pass key_column => '...' naming a NOT NULL column with a unique index, or add a "
              f"primary key: ALTER TABLE {t.sql} ADD COLUMN id bigserial PRIMARY KEY.")
     column(plpy, t, key, "key")
@@ -154,6 +170,10 @@ def column_model(plpy, t: Table, vector_name: str, col: dict[str, Any]) -> str |
 
 
 def _embed_literals(backend: Backend, plpy, model: Model, enc, texts: list[str | None]) -> list[str | None]:
+    if len(texts) > BATCH_TEXTS:
+        fail(f"{len(texts)} texts in one call is more than {BATCH_TEXTS}", sqlstate="54000",
+             detail="The vectors of one call are built in the backend's memory at once.",
+             hint=f"Embed them in chunks of at most {BATCH_TEXTS}.")
     idx = [i for i, text in enumerate(texts) if text is not None]
     out: list[str | None] = [None] * len(texts)
     if idx:
@@ -166,7 +186,7 @@ def _embed_literals(backend: Backend, plpy, model: Model, enc, texts: list[str |
 def attach(backend: Backend, plpy, tbl, source_name, vector_name, model_name, key_name, mode) -> int:
     t = table(plpy, tbl)
     if mode not in ("sync", "manual"):
-        fail(f'unknown attach mode "{mode}"', sqlstate="22023",
+        fail(f'unknown attach mode "{mode}"', sqlstate="22023", detail="The modes are 'sync' and 'manual'.",
              hint="mode => 'sync' embeds rows as they are written; 'manual' only records the model "
              "of vectors written by the client (fastembed-ext ingest).")
     if not t.owner_ok:
@@ -175,11 +195,12 @@ def attach(backend: Backend, plpy, tbl, source_name, vector_name, model_name, ke
              hint=f"Ask the owner of {t.sql} to run attach_embedding.")
     src = column(plpy, t, source_name, "source")
     if src["base"] not in TEXT_TYPES:
-        fail(f'source column "{source_name}" of {t.sql} is {src["shown"]}, not text',
-             sqlstate="42804", hint="Attach a text, varchar or char column.")
+        fail(f'source column "{source_name}" of {t.sql} is {src["shown"]}, not text', sqlstate="42804",
+             detail="Only text is embedded.", hint="Attach a text, varchar or char column.")
     vcol = vector_column(plpy, t, vector_name)
     if vcol["generated"]:
         fail(f'column "{vector_name}" of {t.sql} is a generated column', sqlstate="42P16",
+             detail="PostgreSQL computes its value; no trigger may write it.",
              hint="A generated column embeds by itself; attach a plain vector column.")
     key_name = _key_column(plpy, t, key_name)
     if model_name is not None and "/" in model_name:
@@ -235,7 +256,8 @@ def _backfill(backend, plpy, t: Table, model: Model, enc, source_name, vector_na
 def embed_attached(backend: Backend, plpy, attachment_id: int, texts: list[str | None]) -> list[str | None]:
     rows = plpy.execute(f"SELECT * FROM fastembed_ext.attachments WHERE id = {int(attachment_id)}")
     if not rows:
-        fail(f"no attachment {attachment_id}", sqlstate="42704")
+        fail(f"no attachment {attachment_id}", sqlstate="42704",
+             detail="It was detached while a statement of its table was running.", hint="Run the statement again.")
     att = rows[0]
     t = table(plpy, att["tbl"])
     vcol = vector_column(plpy, t, att["vector_column"])
@@ -263,9 +285,10 @@ def detach(backend: Backend, plpy, tbl, vector_name) -> bool:
 
 def _bounded(name: str, value: int | None, bounds: tuple[int, int]) -> int:
     if value is None:
-        fail(f"{name} must not be NULL", sqlstate="22004", hint=f"Pass {name} between {bounds[0]} and {bounds[1]}.")
+        fail(f"{name} must not be NULL", sqlstate="22004", detail=f"NULL is not a value of {name}.",
+             hint=f"Pass {name} between {bounds[0]} and {bounds[1]}, or leave it out for the default.")
     if not bounds[0] <= value <= bounds[1]:
-        fail(f"{name} = {value} is out of range", sqlstate="22023",
+        fail(f"{name} = {value} is out of range", sqlstate="22023", detail=_BOUNDS,
              hint=f"{name} must be between {bounds[0]} and {bounds[1]}.")
     return value
 
@@ -283,6 +306,7 @@ def _model_for(backend: Backend, plpy, t: Table, vector_name: str, col: dict[str
         fail(
             f'the database does not know which model made the vectors of column "{vector_name}" of {t.sql}',
             sqlstate="22023",
+            detail="The column is neither attached (attach_embedding) nor generated by embed() with a constant model.",
             hint="Pass the model that made them (model => 'name'), or attach the column: "
             "attach_embedding(..., mode => 'manual') records it.",
         )
@@ -317,11 +341,11 @@ def create_index(backend: Backend, plpy, tbl, vector_name, model_name, m, ef_con
     ef_construction = _bounded("ef_construction", ef_construction, HNSW_EF_CONSTRUCTION)
     if ef_construction < 2 * m:
         fail(f"ef_construction = {ef_construction} is less than 2 * m = {2 * m}", sqlstate="22023",
-             hint="pgvector needs ef_construction >= 2 * m.")
+             detail=_BOUNDS, hint="pgvector needs ef_construction >= 2 * m.")
     col = vector_column(plpy, t, vector_name, need_dim=True)
     if col["typmod"] > HNSW_MAX_DIMS[col["base"]]:
         fail(f"an HNSW index holds {col['base']} of at most {HNSW_MAX_DIMS[col['base']]} dimensions",
-             sqlstate="54000", hint="Use halfvec (up to 4000 dimensions), or a model with fewer dimensions.")
+             sqlstate="54000", detail=f"Column \"{vector_name}\" has {col['typmod']}.", hint="Use halfvec (up to 4000 dimensions), or a model with fewer dimensions.")
     model, enc = _model_for(backend, plpy, t, vector_name, col, model_name)
     check_dim(model, enc, t, vector_name, col)
     opclass = f"{col['base']}_{'cosine' if enc.similarity == 'cosine' else 'ip'}_ops"
@@ -367,7 +391,7 @@ def search(backend: Backend, plpy, tbl, vector_name, query, k, model_name) -> li
         )
         if not primary:
             fail(f"{t.sql} has no single-column primary key to return", sqlstate="42P10",
-                 hint="Give the table a primary key, or attach the column with key_column => '...'.")
+                 detail="search returns each row's key.", hint="Give the table a primary key, or attach the column with key_column => '...'.")
         key = primary[0]["attname"]
     model, enc = _model_for(backend, plpy, t, vector_name, col, model_name)
     check_dim(model, enc, t, vector_name, col)

@@ -19,11 +19,12 @@ AS $$
     ORDER BY seqno DESC LIMIT 1
 $$;
 
--- Loads the library of this extension's version into the backend, once, and keeps its entry
--- point in GD under "fastembed_ext <version>". It never raises: a failure is kept as a stand-in that raises the reason on use
--- (and is then forgotten, so the next call tries again).
-CREATE OR REPLACE FUNCTION fastembed_ext._load() RETURNS text
-LANGUAGE plpython3u VOLATILE SET search_path = pg_catalog, pg_temp
+-- Loads the Python library of `version` (the version these functions were made for) into the
+-- backend, once, and keeps its entry point in GD under "fastembed_ext <version>". It never raises:
+-- a failure is kept as a stand-in that raises the reason on use (and is then forgotten, so the
+-- next call tries again).
+CREATE OR REPLACE FUNCTION fastembed_ext._load(version text) RETURNS void
+LANGUAGE plpython3u VOLATILE STRICT SET search_path = pg_catalog, pg_temp
 AS $$
 import os
 import sys
@@ -51,18 +52,10 @@ class Unavailable:
         raise self.exc
 
 
-version = plpy.execute(
-    "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'fastembed_ext'")[0]["extversion"]
-key = "fastembed_ext " + version  # what the functions of this version look up
+key = "fastembed_ext " + version
 if key in GD:
-    return None
-try:
-    root = plpy.execute("SELECT fastembed_ext._library_root() AS root")[0]["root"]
-except plpy.SPIError as exc:
-    GD[key] = Unavailable(error("cannot read where the library is installed", str(exc),
-                                "Reconnect, or ask a superuser to check the extension.", "55000"))
-    return None
-root = root or "/usr/local/lib/fastembed_ext"
+    return
+root = plpy.execute("SELECT fastembed_ext._library_root() AS root")[0]["root"] or "/usr/local/lib/fastembed_ext"
 library = os.path.join(root, version)
 if library not in sys.path:
     sys.path.insert(0, library)
@@ -80,7 +73,6 @@ except Exception as exc:
         "server setting fastembed_ext.library_root.",
         "58P01",
     ))
-return None
 $$;
 
 -- The version of the Python library serving this database.

@@ -3,7 +3,7 @@
 CREATE EXTENSION fastembed_ext CASCADE;
 \set SHOW_CONTEXT never
 \getenv minilm_path FASTEMBED_EXT_MINILM
-SELECT name, dim, similarity, max_seq_length, fingerprint LIKE 'sha256:%' AS pinned
+SELECT name, dim, similarity, max_seq_length, fingerprint LIKE 'blake3:%' AS pinned
 FROM fastembed_ext.register_model('minilm', :'minilm_path');
 SELECT name, dim, similarity, is_default FROM fastembed_ext.models;
 SHOW fastembed_ext.threads;

@@ -27,6 +27,7 @@ $$;
 DROP EVENT TRIGGER IF EXISTS fastembed_ext_forget_dropped;
 DROP FUNCTION IF EXISTS fastembed_ext._forget_dropped();
 DROP FUNCTION IF EXISTS fastembed_ext._system_python_path();
+DROP FUNCTION IF EXISTS fastembed_ext._load();
 DROP FUNCTION IF EXISTS fastembed_ext.register_model(text, text);
 DROP FUNCTION IF EXISTS fastembed_ext.unregister_model(text);
 DROP FUNCTION IF EXISTS fastembed_ext.attach_embedding(regclass, name, name, text, name);
