@@ -25,7 +25,7 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 def workdir(tmp_path, conn):
     yield tmp_path
     conn.execute('DROP SCHEMA IF EXISTS "Ingest Space" CASCADE')
-    conn.execute("DROP TABLE IF EXISTS ing_docs, ing_up, ing_vec")
+    conn.execute("DROP TABLE IF EXISTS ing_docs, ing_up, ing_vec, ing_att")
 
 
 def test_a_bad_record_stops_the_run_before_any_work(dsn, conn, workdir):
@@ -95,6 +95,17 @@ def test_encode_output_is_ingested_as_it_is(dsn, conn, workdir, minilm_bundle_pa
     want = [json.loads(line)["embedding"] for line in encoded.stdout.decode().splitlines()]
     got = [v for (v,) in conn.execute("SELECT embedding::real[] FROM ing_vec ORDER BY index::int")]
     assert np.array_equal(np.asarray(got, np.float32), np.asarray(want, np.float32))
+
+
+def test_an_attached_table_embeds_the_rows_itself(dsn, conn, workdir, encoder):
+    conn.execute("CREATE TABLE ing_att (id bigserial PRIMARY KEY, body text, embedding vector(384))")
+    conn.execute("SELECT fastembed_ext.attach_embedding('ing_att', 'body', 'embedding', 'minilm')")
+    src = _jsonl(workdir / "att.jsonl", [{"body": text} for text in DOCS[:30]])
+    result = run("ingest", str(src), "--table", "ing_att", "--column", "body", "--no-progress", "--dsn", dsn)
+    assert result.returncode == 0, result.stderr.decode()
+    assert "(embedded by the table's trigger)" in result.stdout.decode()
+    rows = conn.execute("SELECT body, embedding::real[] FROM ing_att ORDER BY id").fetchall()
+    assert np.abs(np.asarray([v for _, v in rows], np.float32) - encoder.encode(DOCS[:30])).max() < 1e-5
 
 
 def test_errors_are_one_line(dsn, conn, workdir):

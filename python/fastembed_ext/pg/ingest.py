@@ -67,6 +67,7 @@ class IngestReport:
     rejected: list[Reject] = field(default_factory=list)
     model: str | None = None
     unrecorded: bool = False  # the model could not be recorded (not the table's owner)
+    server_embedded: bool = False  # an attached table: its trigger embedded the rows
 
 
 def _raw_records(path: Path, column: str) -> Iterator[tuple[int, str, Any]]:
@@ -243,8 +244,9 @@ def ingest(
     if report.created:
         log(f"created table {report.table} ({', '.join(fields)}, {vector_column})")
     verb = "upserted" if id_field else "ingested"
-    log(f"{verb} {report.rows} rows into {report.table} with model {report.model} "
-        f"({report.embedded} embedded here, {report.rows - report.embedded} with vectors given)")
+    how = ("embedded by the table's trigger" if report.server_embedded else
+           f"{report.embedded} embedded here, {report.rows - report.embedded} with vectors given")
+    log(f"{verb} {report.rows} rows into {report.table} with model {report.model} ({how})")
     return report
 
 
@@ -277,7 +279,7 @@ def _ingest(conn, report, records, table, column, fields, model, vector_column, 
     if dims > 0 and dims != m["dim"]:
         raise PgError(f"model {m['name']!r} makes {m['dim']}-dimensional vectors but "
                       f"{report.table}.{vector_column} is {kinds[vector_column]}({dims})")
-    recorded = conn.execute("SELECT model FROM fastembed_ext.attachments WHERE tbl = %s::oid::regclass "
+    recorded = conn.execute("SELECT model, mode FROM fastembed_ext.attachments WHERE tbl = %s::oid::regclass "
                             "AND vector_column = %s", (oid, vector_column)).fetchone()
     if recorded and recorded[0] != m["name"]:
         raise PgError(f"{report.table}.{vector_column} holds vectors of model {recorded[0]!r}; ingesting "
@@ -291,7 +293,17 @@ def _ingest(conn, report, records, table, column, fields, model, vector_column, 
             raise PgError(f"line {r.line}: its {vector_column} has {len(r.vector)} numbers, the "
                           f"model {m['name']!r} makes {m['dim']}")
 
-    encoder = fastembed_ext.Encoder(m["path"], threads=threads, fingerprint=m["fingerprint"])
+    if not recorded:  # first, so that a table it cannot be recorded for fails before any work
+        try:
+            with conn.transaction():
+                conn.execute(
+                    "SELECT fastembed_ext.attach_embedding(%s::oid::regclass, %s, %s, %s, %s, mode => 'manual')",
+                    (oid, column, vector_column, m["name"], id_field))
+        except psycopg.errors.InsufficientPrivilege:
+            report.unrecorded = True  # only the table's owner records its model
+    # an attached table embeds the rows itself as they are written
+    server_embeds = recorded is not None and recorded[1] == "sync"
+    encoder = None if server_embeds else fastembed_ext.Encoder(m["path"], threads=threads, fingerprint=m["fingerprint"])
     target = qualified
     if id_field:
         conn.execute(sql.SQL("CREATE TEMP TABLE fastembed_ext_ingest (LIKE {}) ON COMMIT DROP").format(qualified))
@@ -308,7 +320,8 @@ def _ingest(conn, report, records, table, column, fields, model, vector_column, 
         cp.write(_COPY_HEADER)
         for start in range(0, len(records), batch_size):
             batch = records[start : start + batch_size]
-            todo = [i for i, r in enumerate(batch) if r.vector is None and r.fields.get(column) is not None]
+            todo = [i for i, r in enumerate(batch)
+                    if encoder is not None and r.vector is None and r.fields.get(column) is not None]
             vectors = encoder.encode([batch[i].fields[column] for i in todo]) if todo else []
             computed = dict(zip(todo, vectors))
             report.embedded += len(todo)
@@ -332,12 +345,5 @@ def _ingest(conn, report, records, table, column, fields, model, vector_column, 
                              "ON CONFLICT ({k}) DO UPDATE SET {u}").format(
             t=qualified, c=copy_cols, k=sql.Identifier(id_field), u=updates))
     report.rows = len(records)
-    if not recorded:
-        try:
-            with conn.transaction():
-                conn.execute(
-                    "SELECT fastembed_ext.attach_embedding(%s::oid::regclass, %s, %s, %s, %s, mode => 'manual')",
-                    (oid, column, vector_column, m["name"], id_field))
-        except psycopg.errors.InsufficientPrivilege:
-            report.unrecorded = True  # only the table's owner records its model
+    report.server_embedded = server_embeds
     conn.commit()

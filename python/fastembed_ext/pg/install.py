@@ -83,7 +83,8 @@ def write_extension_files(share: Path) -> list[str]:
             f"{dest} is not writable by this user; run `fastembed-ext pg install` as a user who may "
             f"write there (often root), or write the files with `fastembed-ext pg files {dest}` as one"
         )
-    for path, text in todo.items():
+    # the control file last: until it names the new version, the server never looks for its scripts
+    for path, text in sorted(todo.items(), key=lambda item: item[0].suffix == ".control"):
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(text, encoding="utf-8")
         os.chmod(tmp, 0o644)
@@ -136,9 +137,14 @@ def _configured_root(conn: psycopg.Connection) -> Path | None:
     return Path(row[0]) if row else None
 
 
-def _set_root(conn: psycopg.Connection, root: Path) -> None:
-    if _configured_root(conn) == root or (root == library.DEFAULT_ROOT and _configured_root(conn) is None):
+def _set_root(conn: psycopg.Connection, root: Path, log) -> None:
+    current = _configured_root(conn) or library.DEFAULT_ROOT
+    if current == root:
         return
+    others = sorted(p.name for p in current.glob("[0-9]*") if p.is_dir() and p.name != fastembed_ext.__version__)
+    if others:
+        log(f"note: the cluster's library root moves from {current} to {root}: databases at "
+            f"fastembed_ext {', '.join(others)} need `fastembed-ext pg install` of their version there")
     # ALTER SYSTEM only accepts a custom setting this session has defined
     conn.execute("SELECT pg_catalog.set_config('fastembed_ext.library_root', %s, false)", (str(root),))
     conn.execute(sql.SQL("ALTER SYSTEM SET fastembed_ext.library_root = {}").format(sql.Literal(str(root))))
@@ -250,7 +256,7 @@ def install(
         if local:
             report.library = library.install_library(root, version)
             _readable_or_raise(report.library.path, local)
-            _set_root(conn, root)
+            _set_root(conn, root, log)
         else:
             log(f"the server is on another machine: run `fastembed-ext pg library` there, as a user who "
                 f"may write {root}")

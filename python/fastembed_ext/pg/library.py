@@ -11,8 +11,9 @@ dependencies, except torch: the native module needs only libtorch's CPU librarie
 CUDA runtime libraries libtorch_cpu links), which keep their places relative to site-packages,
 where the module's rpath (``$ORIGIN/../torch/lib``) and theirs find each other. Files
 of third-party packages are hard-linked from the environment when it is on the same file system
-(pip replaces files rather than rewriting them, so a link never changes under a backend), and
-copied otherwise; this package's own files are always copied.
+(pip replaces files rather than rewriting them, so a link never changes under a backend) when
+only root or the installing user can write them, and copied otherwise; this package's own files
+are always copied.
 """
 
 from __future__ import annotations
@@ -129,9 +130,16 @@ def _digest(files: dict[str, Path]) -> str:
     return h.hexdigest()
 
 
+def _linkable(src: Path) -> bool:
+    """A hard link shares the file with the environment: only for files that no one but root (or
+    the installing user, who owns the library anyway) can write, and that everyone can read."""
+    st = src.stat()
+    return st.st_uid in (0, os.geteuid()) and not st.st_mode & 0o022 and bool(st.st_mode & 0o004)
+
+
 def _place(src: Path, dst: Path, link: bool) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
-    if link and src.stat().st_mode & 0o004:
+    if link and _linkable(src):
         try:
             os.link(src, dst)
             return
@@ -157,8 +165,9 @@ def install_library(root: Path = DEFAULT_ROOT, version: str | None = None) -> Li
     except (OSError, ValueError):
         pass
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        os.chmod(root, 0o755)
+        if not root.exists():
+            root.mkdir(parents=True)
+            os.chmod(root, 0o755)
         tmp = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=root))
     except OSError as exc:
         raise PgError(
@@ -182,7 +191,12 @@ def install_library(root: Path = DEFAULT_ROOT, version: str | None = None) -> Li
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{version}.old-", dir=root))
             os.rename(target, old / "library")
-        os.rename(tmp, target)
+        try:
+            os.rename(tmp, target)
+        except BaseException:
+            if old is not None:  # put the working library back
+                os.rename(old / "library", target)
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -19,6 +19,13 @@ fn num_threads() -> usize {
     fastembed_core::num_threads()
 }
 
+/// The content fingerprint of the bundle at `bundle`, as its files are now.
+#[pyfunction]
+fn fingerprint(py: Python<'_>, bundle: std::path::PathBuf) -> PyResult<String> {
+    py.detach(|| fastembed_core::fingerprint(&bundle))
+        .map_err(errors::to_py_err)
+}
+
 /// The kernel `fastembed::packed_linear` runs: "avx512", "avx2" or "aten".
 #[pyfunction]
 fn linear_kernel() -> &'static str {
@@ -33,6 +40,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(set_num_threads, module)?)?;
     module.add_function(wrap_pyfunction!(num_threads, module)?)?;
     module.add_function(wrap_pyfunction!(linear_kernel, module)?)?;
+    module.add_function(wrap_pyfunction!(fingerprint, module)?)?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -72,16 +72,13 @@ impl Encoder {
             )));
         }
         let mut hasher = Hasher::new();
-        let read = |name: &str| {
-            let path = dir.join(name);
-            std::fs::read(&path).map_err(|err| Error::bundle(&path, err))
-        };
-        let manifest_bytes = read(MANIFEST_FILE)?;
+        let manifest_bytes = fingerprint::read_regular(&dir.join(MANIFEST_FILE), MANIFEST_MAX_BYTES)?;
         hasher.bytes(MANIFEST_FILE, &manifest_bytes);
-        let tokenizer_bytes = read(TOKENIZER_FILE)?;
+        let tokenizer_bytes = fingerprint::read_regular(&dir.join(TOKENIZER_FILE), TOKENIZER_MAX_BYTES)?;
         hasher.bytes(TOKENIZER_FILE, &tokenizer_bytes);
         let model_path = dir.join(MODEL_FILE);
-        let mut model = std::fs::File::open(&model_path).map_err(|err| Error::bundle(&model_path, err))?;
+        let mut model = fingerprint::open_regular(&model_path)?;
+        let before = FileState::of(&model, &model_path)?;
         hasher.open_file(MODEL_FILE, &mut model, &model_path)?;
         let actual = hasher.finish();
         if actual != fingerprint {
@@ -98,7 +95,12 @@ impl Encoder {
             manifest.max_seq_length,
             manifest.pad_token_id,
         )?;
-        let backbone = load_open_model(&model_path, model)?;
+        let (backbone, model) = load_open_model(&model_path, model)?;
+        // Written in place between the hash and the load (a rename cannot reach the open file):
+        // any write moves its change time.
+        if FileState::of(&model, &model_path)? != before {
+            return Err(Error::bundle(&model_path, "changed while it was being loaded; load it again"));
+        }
         Self::assemble(dir, manifest, tokenizer, backbone, OnceLock::from(actual))
     }
 
@@ -247,20 +249,47 @@ fn check_dir(dir: &Path) -> Result<&Path> {
 /// Loads `model.pt` from an already opened (and checked) file. On Linux libtorch opens it again
 /// through /proc/self/fd, which is the same file whatever happened to its path since, and reads it
 /// as fast as from its path; elsewhere the bytes are read into memory first.
-fn load_open_model(path: &Path, file: std::fs::File) -> Result<Backbone> {
+fn load_open_model(path: &Path, mut file: std::fs::File) -> Result<(Backbone, std::fs::File)> {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
         let handle = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
         if handle.exists() {
-            let loaded = Backbone::load_named(&handle, path);
-            drop(file);
-            return loaded;
+            return Ok((Backbone::load_named(&handle, path)?, file));
         }
     }
-    let mut file = file;
     let mut bytes = Vec::new();
     std::io::Seek::rewind(&mut file).map_err(|err| Error::bundle(path, err))?;
     std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|err| Error::bundle(path, err))?;
-    Backbone::from_bytes(path, &bytes)
+    Ok((Backbone::from_bytes(path, &bytes)?, file))
+}
+
+// A manifest is a few hundred bytes and a tokenizer.json some megabytes; these only stop a
+// mistaken path from reading without end.
+const MANIFEST_MAX_BYTES: u64 = 1 << 20;
+const TOKENIZER_MAX_BYTES: u64 = 1 << 30;
+
+/// What changes when a file is written: its size, modification and change times, and identity.
+#[derive(Debug, PartialEq, Eq)]
+struct FileState {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileState {
+    fn of(file: &std::fs::File, path: &Path) -> Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file.metadata().map_err(|err| Error::bundle(path, err))?;
+        let ns = |secs: i64, nanos: i64| i128::from(secs) * 1_000_000_000 + i128::from(nanos);
+        Ok(Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+        })
+    }
 }

@@ -45,7 +45,7 @@ impl Hasher {
     }
 
     fn file(&mut self, name: &str, path: &Path) -> Result<()> {
-        let mut file = File::open(path).map_err(|err| Error::bundle(path, err))?;
+        let mut file = open_regular(path)?;
         self.open_file(name, &mut file, path)
     }
 
@@ -61,6 +61,9 @@ impl Hasher {
                 break;
             }
             read += n as u64;
+            if read > len {
+                break; // growing while being read: reported below
+            }
             self.0.update(&buffer[..n]);
         }
         if read != len {
@@ -72,6 +75,30 @@ impl Hasher {
     pub(crate) fn finish(self) -> String {
         format!("{PREFIX}{}", self.0.finalize().to_hex())
     }
+}
+
+/// Opens `path`, which must be a regular file (not a device, a FIFO or a directory: reading
+/// those could block or never end).
+pub(crate) fn open_regular(path: &Path) -> Result<File> {
+    let file = File::open(path).map_err(|err| Error::bundle(path, err))?;
+    let meta = file.metadata().map_err(|err| Error::bundle(path, err))?;
+    if !meta.is_file() {
+        return Err(Error::bundle(path, "not a regular file"));
+    }
+    Ok(file)
+}
+
+/// Reads a whole regular file of at most `limit` bytes.
+pub(crate) fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let file = open_regular(path)?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|err| Error::bundle(path, err))?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::bundle(path, format!("larger than {limit} bytes")));
+    }
+    Ok(bytes)
 }
 
 /// The fingerprint of the bundle at `dir` as its files are now: `blake3:` and 64 hex digits.

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import fastembed_ext
+from fastembed_ext import _native
 from fastembed_ext.export import MANIFEST_FILE
 
 from . import expressions
@@ -94,9 +95,16 @@ def check_bundle_path(path: str, *, name: str | None = None) -> None:
             "fastembed_ext[export]), then use the bundle's path.",
         )
     fail(f'model path "{path}" does not exist or is not readable by the server', sqlstate="58P01",
-         detail=f"Looked as the server's operating-system user ({pwd.getpwuid(os.geteuid()).pw_name}).",
+         detail=f"Looked as the server's operating-system user ({_os_user()}).",
          hint="The path must be a fastembed_ext bundle directory that the database server's "
          "operating-system user can read.")
+
+
+def _os_user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
 
 
 def resolve(backend: Backend, plpy, model: str | None) -> tuple[Model, fastembed_ext.Encoder]:
@@ -181,17 +189,24 @@ def load(backend: Backend, model: Model) -> fastembed_ext.Encoder:
 # --------------------------------------------------------------------------- dependents
 
 
-def dependents(plpy, name: str) -> list[tuple[str, str, str]]:
-    """(kind, object, detail) of everything holding vectors that model ``name`` made."""
-    info = plpy.execute(
-        "SELECT fastembed_ext._model(NULL) ->> 'name' AS default_name, "
-        "(SELECT e.extnamespace FROM pg_catalog.pg_extension e WHERE e.extname = 'fastembed_ext') AS nsp"
-    )[0]
-    is_default = info["default_name"] == name
+@dataclass(frozen=True)
+class Stored:
+    """Something that stores vectors: a generated column, column default, index or materialized
+    view calling embed(), or an attached column, with the models its vectors come from."""
+
+    kind: str
+    object: str
+    detail: str
+    models: frozenset[str]  # names, expressions.DEFAULT (embed(text)) or expressions.ANY
+
+
+def stored_vectors(plpy) -> list[Stored]:
+    nsp = plpy.execute(
+        "SELECT e.extnamespace FROM pg_catalog.pg_extension e WHERE e.extname = 'fastembed_ext'")[0]["extnamespace"]
     rows = plpy.execute(
         f"""WITH fns AS (
                 SELECT p.oid FROM pg_catalog.pg_proc p
-                WHERE p.pronamespace = {int(info["nsp"])} AND p.proname IN ('embed', 'embed_batch'))
+                WHERE p.pronamespace = {int(nsp)} AND p.proname IN ('embed', 'embed_batch'))
             SELECT CASE WHEN a.attgenerated <> '' THEN 'generated column' ELSE 'column default' END AS kind,
                    pg_catalog.format('%s.%I', c.oid::pg_catalog.regclass, a.attname) AS object,
                    pg_catalog.pg_get_expr(d.adbin, d.adrelid) AS expr
@@ -217,23 +232,32 @@ def dependents(plpy, name: str) -> list[tuple[str, str, str]]:
                            SELECT r.oid FROM pg_catalog.pg_rewrite r WHERE r.ev_class = c.oid))))
             ORDER BY 1, 2"""
     )
-    out: list[tuple[str, str, str]] = []
-    for row in rows:
-        models = {call.model for call in expressions.embed_calls(row["expr"])}
-        if name in models or expressions.ANY in models or (is_default and expressions.DEFAULT in models):
-            if expressions.ANY in models and name not in models:
-                detail = "its model is not a constant, so it may hold vectors of any model"
-            elif name in models:
-                detail = row["expr"]
-            else:
-                detail = f"embeds with the database's default model ({name}): {row['expr']}"
-            out.append((row["kind"], row["object"], detail))
+    found = [Stored(r["kind"], r["object"], r["expr"],
+                    frozenset(call.model for call in expressions.embed_calls(r["expr"]))) for r in rows]
     for row in plpy.execute(
-        "SELECT pg_catalog.format('%s.%I', a.tbl, a.vector_column) AS object, a.mode, a.source_column "
-        "FROM fastembed_ext.attachments a WHERE a.model = " + plpy.quote_literal(name) + " ORDER BY 1"
+        "SELECT pg_catalog.format('%s.%I', a.tbl, a.vector_column) AS object, a.mode, a.source_column, a.model "
+        "FROM fastembed_ext.attachments a ORDER BY 1"
     ):
-        out.append(("attached column", row["object"],
-                    f"{row['mode']}: embeds column {row['source_column']}"))
+        found.append(Stored("attached column", row["object"],
+                            f"{row['mode']}: embeds column {row['source_column']}", frozenset([row["model"]])))
+    return found
+
+
+def dependents(plpy, name: str) -> list[tuple[str, str, str]]:
+    """(kind, object, detail) of everything holding vectors that model ``name`` made (or may
+    have made: an expression whose model is not a constant counts for every model)."""
+    default = plpy.execute("SELECT fastembed_ext._model(NULL) ->> 'name' AS n")[0]["n"]
+    out = []
+    for s in stored_vectors(plpy):
+        if name in s.models:
+            detail = s.detail
+        elif expressions.ANY in s.models:
+            detail = "its model is not a constant, so it may hold vectors of any model"
+        elif default == name and expressions.DEFAULT in s.models:
+            detail = f"embeds with the database's default model ({name}): {s.detail}"
+        else:
+            continue
+        out.append((s.kind, s.object, detail))
     return out
 
 
@@ -294,9 +318,9 @@ def register(backend: Backend, plpy, name: str, path: str, *, check_dependents: 
     check_name(name)
     check_bundle_path(path, name=name)
     _lock_registry(plpy)
-    try:
-        encoder = fastembed_ext.Encoder(path)
-        fingerprint = encoder.fingerprint
+    try:  # what is recorded (dim, similarity...) comes from the very bytes the fingerprint covers
+        fingerprint = _native.fingerprint(path)
+        encoder = fastembed_ext.Encoder(path, fingerprint=fingerprint)
     except fastembed_ext.FastembedExtError as exc:
         fail(f'cannot register model "{name}" from {path}', sqlstate="58030",
              detail=f"{type(exc).__name__}: {exc}",
@@ -354,8 +378,8 @@ def set_default(backend: Backend, plpy, name: str | None) -> str | None:
     if name == current_name:
         return name
     if current_name is not None:
-        found = [d for d in dependents(plpy, current_name)
-                 if d[2].startswith("embeds with the database's default model")]
+        found = [(d.kind, d.object, d.detail) for d in stored_vectors(plpy)
+                 if expressions.DEFAULT in d.models or expressions.ANY in d.models]
         if found:
             fail(
                 "cannot change the default model: stored vectors were made with it by embed(text)",
@@ -378,9 +402,29 @@ def set_default(backend: Backend, plpy, name: str | None) -> str | None:
 
 
 def migrate_from_0_1_0(backend: Backend, plpy) -> None:
-    """0.1.0 kept models in a table and the default in ALTER DATABASE ... SET."""
+    """0.1.0 kept models in a table and the default in ALTER DATABASE ... SET. Anything 0.2.0
+    cannot carry over stops the update with what to do, rather than being dropped."""
+    registered = {r["name"] for r in plpy.execute("SELECT name FROM fastembed_ext.model_registry")}
+    for row in plpy.execute("SELECT tbl::text AS t, model FROM fastembed_ext.attachments ORDER BY 1"):
+        if row["model"] not in registered:
+            fail(
+                f'{row["t"]} is attached with model "{row["model"]}", which is not a registered name',
+                sqlstate="55000",
+                detail="From 0.2.0 attachments use registered names, pinned to their content.",
+                hint=f"Register it under a name and attach the table again with that name, or detach it "
+                f"(SELECT fastembed_ext.detach_embedding('{row['t']}', ...)); then run ALTER EXTENSION "
+                "fastembed_ext UPDATE again.",
+            )
     for row in plpy.execute("SELECT name, path FROM fastembed_ext.model_registry ORDER BY name"):
         name, path = row["name"], row["path"]
+        if not _NAME.match(name) or len(name.encode()) > _NAME_MAX_BYTES:
+            fail(
+                f'model name "{name}" is not a valid name from 0.2.0 on',
+                sqlstate="55000",
+                detail=f"A name is 1 to {_NAME_MAX_BYTES} characters: letters, digits and _ . @ + -.",
+                hint="Register the bundle under a valid name, move what uses the old name to it, "
+                "unregister the old one, and run ALTER EXTENSION fastembed_ext UPDATE again.",
+            )
         if not os.path.isfile(os.path.join(path, MANIFEST_FILE)):
             fail(
                 f'model "{name}" is registered from "{path}", which is not a fastembed_ext bundle',
@@ -400,7 +444,15 @@ def migrate_from_0_1_0(backend: Backend, plpy) -> None:
     )
     if setting:
         default = setting[0]["value"]
-        if lookup(backend, plpy, default)[0] is not None:
-            set_default(backend, plpy, default)
+        if default not in registered:
+            fail(
+                f'the database\'s default model "{default}" is not a registered name',
+                sqlstate="55000",
+                detail="From 0.2.0 the default model is a registered name, pinned like any other.",
+                hint=f"Register it (SELECT fastembed_ext.register_model('name', '{default}') if it is a "
+                "bundle path) and point the setting at the name: ALTER DATABASE ... SET "
+                "fastembed_ext.default_model = 'name'; then run ALTER EXTENSION fastembed_ext UPDATE again.",
+            )
+        set_default(backend, plpy, default)
         plpy.execute("ALTER DATABASE " + plpy.quote_ident(
             plpy.execute("SELECT pg_catalog.current_database() AS d")[0]["d"]) + " RESET fastembed_ext.default_model")

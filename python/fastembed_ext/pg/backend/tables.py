@@ -231,15 +231,15 @@ def _backfill(backend, plpy, t: Table, model: Model, enc, source_name, vector_na
               only_missing: bool) -> int:
     k, s, v = (plpy.quote_ident(n) for n in (key_name, source_name, vector_name))
     where = f"{s} IS NOT NULL" + (f" AND {v} IS NULL" if only_missing else "")
-    total = plpy.execute(f"SELECT pg_catalog.count(*) AS n FROM {t.sql} WHERE {where}")[0]["n"]
+    total = plpy.execute(f"SELECT pg_catalog.count(*) AS n FROM ONLY {t.sql} WHERE {where}")[0]["n"]
     key_type = column(plpy, t, key_name, "key")["typname"]
     update = plpy.prepare(
-        f"UPDATE {t.sql} AS t SET {v} = u.v::{vcol['typname']} "
+        f"UPDATE ONLY {t.sql} AS t SET {v} = u.v::{vcol['typname']} "
         f"FROM ROWS FROM (pg_catalog.unnest($1::{key_type}[]), pg_catalog.unnest($2::text[])) AS u(k, v) "
         f"WHERE t.{k} = u.k",
         [f"{key_type}[]", "text[]"],
     )
-    cursor = plpy.cursor(f"SELECT {k} AS k, {s}::text AS s FROM {t.sql} WHERE {where}")
+    cursor = plpy.cursor(f"SELECT {k} AS k, {s}::text AS s FROM ONLY {t.sql} WHERE {where}")
     done = 0
     while True:
         rows = cursor.fetch(CHUNK_ROWS)

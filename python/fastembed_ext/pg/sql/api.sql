@@ -55,7 +55,16 @@ class Unavailable:
 key = "fastembed_ext " + version
 if key in GD:
     return
-root = plpy.execute("SELECT fastembed_ext._library_root() AS root")[0]["root"] or "/usr/local/lib/fastembed_ext"
+# the version names a directory under the library root, and nothing else
+if not all(part.isdigit() and part.isascii() for part in version.split(".")) or version.count(".") != 2:
+    raise error(f'"{version}" is not a fastembed_ext version', None,
+                "fastembed_ext._load() is called by the extension's own functions.", "22023")
+try:
+    root = plpy.execute("SELECT fastembed_ext._library_root() AS root")[0]["root"] or "/usr/local/lib/fastembed_ext"
+except plpy.SPIError as exc:
+    GD[key] = Unavailable(error("cannot read where the library is installed", str(exc),
+                                "Reconnect, or ask a superuser to check the extension.", "55000"))
+    return
 library = os.path.join(root, version)
 if library not in sys.path:
     sys.path.insert(0, library)
@@ -103,6 +112,9 @@ BEGIN
             RETURN NULL;
         END IF;
         EXECUTE 'SELECT fastembed_ext.default_model()' INTO name;
+    END IF;
+    IF pg_catalog.octet_length('model:' || name) > 63 THEN
+        RETURN NULL;  -- longer names would be truncated onto a registered one
     END IF;
     fn := pg_catalog.to_regprocedure(pg_catalog.format('fastembed_ext.%I()', 'model:' || name));
     IF fn IS NULL THEN
@@ -278,18 +290,33 @@ RETURNS boolean
 LANGUAGE plpython3u VOLATILE STRICT SET search_path = pg_catalog, pg_temp
 AS $python$ detach_embedding(tbl, vector_column) $python$;
 
--- Each role writes only attachments of tables it owns (or is a member of the owner of).
+-- Each role writes only attachments of existing tables it owns (or whose owning role it is a
+-- member of); the row records who wrote it, and only superusers (a restore) choose ids or writers.
 CREATE OR REPLACE FUNCTION fastembed_ext._check_attachment_owner() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     rel regclass;
+    superuser boolean := (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user);
 BEGIN
+    IF TG_OP <> 'DELETE' AND NOT superuser THEN
+        IF TG_OP = 'INSERT' THEN
+            NEW.id := pg_catalog.nextval('fastembed_ext.attachments_id_seq');
+        ELSIF NEW.id <> OLD.id THEN
+            RAISE EXCEPTION 'fastembed_ext: an attachment''s id cannot change' USING ERRCODE = '42501',
+                DETAIL = 'Its triggers name it.', HINT = 'Detach and attach again.';
+        END IF;
+        NEW.attached_by := current_user;
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = NEW.tbl AND c.relkind IN ('r', 'p')) THEN
+            RAISE EXCEPTION 'fastembed_ext: % is not a table', NEW.tbl USING ERRCODE = '42809',
+                DETAIL = 'Attachments name existing tables.', HINT = 'Use fastembed_ext.attach_embedding(...).';
+        END IF;
+    END IF;
     FOREACH rel IN ARRAY ARRAY[CASE WHEN TG_OP <> 'INSERT' THEN OLD.tbl END,
                                CASE WHEN TG_OP <> 'DELETE' THEN NEW.tbl END] LOOP
         CONTINUE WHEN rel IS NULL;
         IF NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = rel) THEN
-            CONTINUE;  -- a dropped table's row, removed by the drop's own event trigger
+            CONTINUE;  -- a dropped table's row (only a DELETE gets here for non-superusers)
         END IF;
         IF NOT pg_catalog.pg_has_role(current_user,
                 (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = rel), 'USAGE') THEN
@@ -301,6 +328,25 @@ BEGIN
     END LOOP;
     RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
 END
+$$;
+
+-- The search_path the table owner's own sessions get (database and role settings, else the
+-- built-in default), with the session's temporary schema last: the vector UPDATE below runs the
+-- table's other triggers and expressions with the owner's rights, and must not resolve their
+-- unqualified names in objects the writing role made.
+CREATE OR REPLACE FUNCTION fastembed_ext._owner_search_path(owner oid) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(
+        (SELECT pg_catalog.substr(cfg, 13) FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) cfg
+         WHERE s.setrole = owner AND cfg LIKE 'search\_path=%' AND s.setdatabase IN (0, (
+               SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()))
+         ORDER BY s.setdatabase DESC LIMIT 1),  -- this database's setting before the role's own
+        (SELECT pg_catalog.substr(cfg, 13) FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) cfg
+         WHERE s.setrole = 0 AND cfg LIKE 'search\_path=%' AND s.setdatabase =
+               (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())),
+        (SELECT boot_val FROM pg_catalog.pg_settings WHERE name = 'search_path')
+    ) || ', pg_temp'
 $$;
 
 -- The body of every attached table's trigger function. Each attachment gets its own copy of it,
@@ -331,6 +377,11 @@ BEGIN
     SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) INTO vector_type
     FROM pg_catalog.pg_attribute a
     WHERE a.attrelid = TG_RELID AND a.attname = att.vector_column AND NOT a.attisdropped;
+    IF vector_type IS NULL THEN
+        RAISE EXCEPTION 'fastembed_ext: column "%" of % does not exist', att.vector_column, TG_RELID::regclass
+            USING ERRCODE = '42703', DETAIL = 'The attachment names it as its vector column.',
+                  HINT = 'Detach the table (fastembed_ext.detach_embedding) and attach it again.';
+    END IF;
     IF TG_OP = 'INSERT' THEN
         changed := pg_catalog.format(
             'SELECT n.%1$I AS k, n.%2$I::text AS s FROM fastembed_ext_new n WHERE n.%2$I IS NOT NULL',
@@ -342,6 +393,8 @@ BEGIN
             'WHERE o.%1$I IS NULL OR n.%2$I IS DISTINCT FROM o.%2$I',
             att.key_column, att.source_column);
     END IF;
+    PERFORM pg_catalog.set_config('search_path',
+        fastembed_ext._owner_search_path((SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = TG_RELID)), true);
     -- one forward pass per 1024 rows
     FOR batch IN EXECUTE pg_catalog.format(
         'SELECT pg_catalog.array_agg(k) AS keys, pg_catalog.array_agg(s) AS texts '
@@ -349,7 +402,7 @@ BEGIN
         changed)
     LOOP
         EXECUTE pg_catalog.format(
-            'UPDATE %s AS t SET %I = u.v::%s '
+            'UPDATE ONLY %s AS t SET %I = u.v::%s '
             'FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest(fastembed_ext._embed_attached($2, $3))) AS u(k, v) '
             'WHERE t.%I = u.k',
             TG_RELID::regclass, att.vector_column, vector_type, att.key_column)
@@ -377,11 +430,26 @@ DECLARE
                   WHERE p.oid = 'fastembed_ext._embed_rows()'::regprocedure);
     trigger_base text;
 BEGIN
-    SELECT a.*, c.relowner AS owner INTO att
+    SELECT a.*, c.relowner AS owner, c.relkind, c.relpersistence, c.relhassubclass INTO att
     FROM fastembed_ext.attachments a JOIN pg_catalog.pg_class c ON c.oid = a.tbl
     WHERE a.id = _install_attachment.id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'fastembed_ext: no attachment %', id USING ERRCODE = '42704';
+    END IF;
+    -- only what the table's owner asked for (a row left by a dropped table could name a new one)
+    IF pg_catalog.to_regrole(att.attached_by) IS NULL
+       OR NOT pg_catalog.pg_has_role(pg_catalog.to_regrole(att.attached_by), att.owner, 'USAGE') THEN
+        RAISE EXCEPTION 'fastembed_ext: attachment % was not made by the owner of %', id, att.tbl
+            USING ERRCODE = '42501', DETAIL = pg_catalog.format('It was made by %I.', att.attached_by),
+                  HINT = 'The table''s owner attaches it again with fastembed_ext.attach_embedding(...).';
+    END IF;
+    IF att.mode = 'sync' AND (att.relkind <> 'r' OR att.relhassubclass OR att.relpersistence = 't') THEN
+        RAISE EXCEPTION 'fastembed_ext: % cannot be attached: it is %', att.tbl,
+                CASE WHEN att.relkind = 'p' THEN 'partitioned' WHEN att.relhassubclass THEN 'a parent of inheriting tables'
+                     ELSE 'temporary' END
+            USING ERRCODE = '0A000',
+                  DETAIL = 'Its triggers would miss rows written to its partitions or children, or outlive it unseen.',
+                  HINT = 'Attach each partition or child table instead.';
     END IF;
     IF att.mode = 'sync'
        AND EXISTS (SELECT FROM pg_catalog.pg_proc p

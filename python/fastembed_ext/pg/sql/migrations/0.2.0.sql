@@ -49,10 +49,12 @@ CREATE TABLE fastembed_ext.attachments (
     model         text NOT NULL,
     mode          text NOT NULL DEFAULT 'sync' CHECK (mode IN ('sync', 'manual')),
     attached_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    attached_by   name NOT NULL DEFAULT current_user,  -- set by the guard trigger, see sql/api.sql
     UNIQUE (tbl, vector_column)
 );
-INSERT INTO fastembed_ext.attachments (tbl, vector_column, source_column, key_column, model)
-SELECT a.table_oid::regclass, a.vector_column, a.source_column, a.key_column, a.model
+INSERT INTO fastembed_ext.attachments (tbl, vector_column, source_column, key_column, model, attached_by)
+SELECT a.table_oid::regclass, a.vector_column, a.source_column, a.key_column, a.model,
+       (SELECT c.relowner::regrole::name FROM pg_catalog.pg_class c WHERE c.oid = a.table_oid)
 FROM fastembed_ext.attachments_0_1_0 a
 WHERE EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = a.table_oid)
 ORDER BY a.table_oid, a.vector_column;
@@ -73,7 +75,18 @@ GRANT USAGE ON SEQUENCE fastembed_ext.attachments_id_seq TO PUBLIC;
 CREATE FUNCTION fastembed_ext._migrate_registry_0_2_0() RETURNS void
 LANGUAGE plpython3u VOLATILE SET search_path = pg_catalog, pg_temp
 AS $python$ migrate_registry_0_2_0() $python$;
-SELECT fastembed_ext._migrate_registry_0_2_0();
+DO $$
+BEGIN
+    -- (a fresh install has nothing to move, and needs no library to be created)
+    IF EXISTS (SELECT FROM fastembed_ext.model_registry)
+       OR EXISTS (SELECT FROM pg_catalog.pg_db_role_setting r, pg_catalog.unnest(r.setconfig) cfg
+                  WHERE r.setrole = 0 AND cfg LIKE 'fastembed\_ext.default\_model=%'
+                    AND r.setdatabase = (SELECT d.oid FROM pg_catalog.pg_database d
+                                         WHERE d.datname = pg_catalog.current_database())) THEN
+        PERFORM fastembed_ext._migrate_registry_0_2_0();
+    END IF;
+END
+$$;
 DROP FUNCTION fastembed_ext._migrate_registry_0_2_0();
 -- (leaving the extension first takes them out of its list of configuration tables)
 ALTER EXTENSION fastembed_ext DROP TABLE fastembed_ext.model_registry;
