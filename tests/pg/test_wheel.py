@@ -1,6 +1,7 @@
 """Install from a wheel, as a user would: `maturin build`, a fresh virtualenv, `pip install` the
-wheel, `fastembed-ext pg install` from outside the source tree; then delete the virtualenv and the
-database keeps working, because the server imports its own copy of the library.
+wheel, `fastembed-ext pg install` from outside the source tree into a fresh cluster; then delete
+the virtualenv and the database keeps working, because the server imports its own copy of the
+library.
 
 To spare CI's disk the fresh virtualenv reaches the dependencies (torch and its CUDA wheels above
 all) through a .pth line onto this checkout's .venv instead of installing them again; fastembed_ext
@@ -21,7 +22,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from psycopg import sql
 from conftest import connect
 from pg_helpers import backend_notice
 
@@ -65,12 +65,22 @@ def fresh_venv(pg_root, wheel):
     shutil.rmtree(venv, ignore_errors=True)
 
 
+@pytest.fixture
+def fresh_cluster(pg_root):
+    """A cluster of its own, as a user's server would be: nothing installed in it yet."""
+    c = cluster.Cluster(pg_root / "wheel-data", cluster.free_port())
+    c.init({"max_connections": "20", "shared_buffers": "'64MB'"})
+    c.start()
+    yield c
+    c.destroy()
+
+
 def test_wheel_install_serves_a_database_after_its_virtualenv_is_gone(
-    fresh_venv, wheel, new_database, pg_root, library_root, minilm_path, _session_conn
+    fresh_venv, fresh_cluster, wheel, pg_root, minilm_path
 ):
     venv, site, venv_started = fresh_venv
     version = fastembed_ext.__version__
-    dsn = new_database("fe_wheel")
+    dsn = fresh_cluster.dsn("postgres")
     lib = pg_root / "wheel-lib"
     # the extension's files must come from this install, so take away what the tests wrote
     for f in SHARE.glob("fastembed_ext*"):
@@ -112,10 +122,7 @@ def test_wheel_install_serves_a_database_after_its_virtualenv_is_gone(
                                       "LANGUAGE plpython3u")
             assert where == str(lib / version / "fastembed_ext" / "__init__.py")
     finally:
-        # the other tests' library root again, and their copy of the extension's files
-        _session_conn.execute(sql.SQL("ALTER SYSTEM SET fastembed_ext.library_root = {}").format(
-            sql.Literal(str(library_root))))
-        _session_conn.execute("SELECT pg_reload_conf()")
+        # the other tests' copy of the extension's files (the same, from the checkout)
         from fastembed_ext.pg.install import write_extension_files
 
         write_extension_files(SHARE.parent)
