@@ -53,38 +53,39 @@ def _search(c, table: str, encoder) -> None:
 
 
 # (action name, SQL or callable, {role: expected}); expected is OK, or (sqlstate, text in the hint)
+ALL = ("fe_owner", "fe_writer", "fe_reader", "fe_admin", "fe_stranger")
+ADMIN_ONLY = ("42501", "GRANT fastembed_ext_admin")
+NOT_OWNER = ("42501", "Ask the owner of public.r_")
+
 CASES = [
-    ("embed with a registered model", "SELECT vector_dims(embed('x', 'minilm'))",
-     dict.fromkeys(("fe_owner", "fe_writer", "fe_reader", "fe_admin", "fe_stranger"), OK)),
-    ("embed with the default model", "SELECT vector_dims(embed('x'))",
-     dict.fromkeys(("fe_reader", "fe_stranger"), OK)),
+    ("embed with a registered model", "SELECT vector_dims(embed('x', 'minilm'))", dict.fromkeys(ALL, OK)),
+    ("embed with the default model", "SELECT vector_dims(embed('x'))", dict.fromkeys(ALL, OK)),
     ("embed with a bundle path", "SELECT vector_dims(embed('x', %(bundle)s))",
-     {"fe_admin": OK, "fe_owner": ("42501", "register_model"), "fe_reader": ("42501", "register_model")}),
+     {**dict.fromkeys(ALL, ("42501", "register_model")), "fe_admin": OK}),
     ("register a model", "SELECT name FROM fastembed_ext.register_model('r_extra', %(bundle)s)",
-     {"fe_admin": OK, "fe_owner": ("42501", "GRANT fastembed_ext_admin TO fe_owner"),
-      "fe_stranger": ("42501", "GRANT fastembed_ext_admin TO fe_stranger")}),
+     {**{r: ("42501", f"GRANT fastembed_ext_admin TO {r}") for r in ALL}, "fe_admin": OK}),
     ("set the default model", "SELECT fastembed_ext.set_default_model('minilm')",
-     {"fe_admin": OK, "fe_owner": ("42501", "GRANT fastembed_ext_admin")}),
+     {**dict.fromkeys(ALL, ADMIN_ONLY), "fe_admin": OK}),
     ("unregister a model", "SELECT fastembed_ext.unregister_model('r_extra')",
-     {"fe_owner": ("42501", "GRANT fastembed_ext_admin"), "fe_admin": OK}),
-    ("call the admins' internal function directly", "SELECT fastembed_ext._register_model('x', %(bundle)s)",
-     {"fe_owner": ("42501", None)}),
+     {**dict.fromkeys(ALL, ADMIN_ONLY), "fe_admin": OK}),
+    ("call the admins' inner function directly", "SELECT fastembed_ext._register_model('x', %(bundle)s)",
+     dict.fromkeys(("fe_owner", "fe_writer", "fe_reader", "fe_stranger"), ("42501", None))),
     ("insert into an attached table", lambda c, enc: _insert_is_embedded(c, "r_att", enc),
-     {"fe_writer": OK, "fe_owner": OK, "fe_reader": ("42501", None)}),
+     {**dict.fromkeys(ALL, ("42501", None)), "fe_writer": OK, "fe_owner": OK}),
     ("insert into a generated-column table", lambda c, enc: _insert_is_embedded(c, "r_gen", enc),
-     {"fe_writer": OK, "fe_reader": ("42501", None)}),
+     {**dict.fromkeys(ALL, ("42501", None)), "fe_writer": OK, "fe_owner": OK}),
     ("search an attached table", lambda c, enc: _search(c, "r_att", enc),
-     dict.fromkeys(("fe_reader", "fe_writer", "fe_owner"), OK)),
+     {**dict.fromkeys(ALL, OK), "fe_admin": ("42501", None)}),
     ("attach someone else's table", "SELECT fastembed_ext.attach_embedding('r_gen', 'body', 'id', 'minilm')",
-     {"fe_stranger": ("42501", "Ask the owner of public.r_gen")}),
+     dict.fromkeys(("fe_writer", "fe_reader", "fe_admin", "fe_stranger"), NOT_OWNER)),
     ("detach someone else's table", "SELECT fastembed_ext.detach_embedding('r_att', 'embedding')",
-     {"fe_stranger": ("42501", "Ask the owner of public.r_att"), "fe_writer": ("42501", "Ask the owner")}),
+     dict.fromkeys(("fe_writer", "fe_reader", "fe_admin", "fe_stranger"), NOT_OWNER)),
     ("edit the attachments directly", "DELETE FROM fastembed_ext.attachments WHERE tbl = 'r_att'::regclass",
-     {"fe_stranger": ("42501", "Only the owner of a table"), "fe_writer": ("42501", "Only the owner")}),
+     dict.fromkeys(("fe_writer", "fe_reader", "fe_admin", "fe_stranger"), ("42501", "Only the owner of a table"))),
     ("index someone else's table", "SELECT fastembed_ext.create_embedding_index('r_gen', 'embedding')",
-     {"fe_stranger": ("42501", None)}),
+     dict.fromkeys(("fe_writer", "fe_reader", "fe_admin", "fe_stranger"), ("42501", None))),
     ("set fastembed_ext.threads past the CPUs", "SET fastembed_ext.threads = 64; SELECT embed('x', 'minilm')",
-     {"fe_reader": ("22023", "RESET fastembed_ext.threads")}),
+     dict.fromkeys(ALL, ("22023", "RESET fastembed_ext.threads"))),
 ]
 
 
