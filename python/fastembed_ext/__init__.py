@@ -4,25 +4,69 @@
     >>> enc = fastembed_ext.Encoder("path/to/model")
     >>> enc.encode(["a sentence", "another"]).shape
     (2, 384)
+
+Importing the package loads the engine (libtorch, and the operators exported bundles call),
+except inside a PostgreSQL backend: there it is loaded on first use, so that a backend which
+embeds through `fastembed-ext serve` never loads libtorch at all.
 """
 
-from ._native import __version__, num_threads, set_num_threads
-from .encoder import Encoder
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+from .client import Client
 from .errors import (
     BundleChangedError,
     EncodeError,
     FastembedExtError,
     ModelLoadError,
+    ServerError,
     UnsupportedModelError,
 )
-from .export import export
+
+if TYPE_CHECKING:
+    from ._native import __version__, num_threads, set_num_threads
+    from .encoder import Encoder
+    from .export import export
+
+_ENGINE = {
+    "__version__": "._native",
+    "num_threads": "._native",
+    "set_num_threads": "._native",
+    "Encoder": ".encoder",
+    "export": ".export",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _ENGINE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fastembed_ext' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def _inside_postgres() -> bool:
+    return "plpy" in sys.modules  # PL/Python's module, present only in a backend
+
+
+if not _inside_postgres():
+    from ._native import __version__, num_threads, set_num_threads  # noqa: E402, F811
+    from .encoder import Encoder  # noqa: E402, F811
+    from .export import export  # noqa: E402, F811
 
 __all__ = [
     "BundleChangedError",
+    "Client",
     "EncodeError",
     "Encoder",
     "FastembedExtError",
     "ModelLoadError",
+    "ServerError",
     "UnsupportedModelError",
     "__version__",
     "export",

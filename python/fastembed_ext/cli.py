@@ -1,6 +1,7 @@
 """The ``fastembed-ext`` command line.
 
     fastembed-ext export SRC DST                 # checkpoint folder (or hub id) -> bundle
+    fastembed-ext serve --model minilm=BUNDLE    # one server for every backend on the machine
     fastembed-ext encode "some text" "another"   # JSON lines to stdout
     fastembed-ext encode --file texts.txt --output vectors.npy
     cat texts.txt | fastembed-ext encode --model BUNDLE
@@ -151,6 +152,54 @@ def _write_npy(vectors: Any, output: str | None) -> None:
         sys.stdout.buffer.flush()
 
 
+# --------------------------------------------------------------------------- serve
+
+
+def default_socket() -> str:
+    """Where `serve` listens when told nothing: the user's runtime directory, else /tmp."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return os.path.join(runtime, "fastembed_ext.sock")
+    return f"/tmp/fastembed_ext-{os.geteuid()}.sock"
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from . import _native
+    from .export import resolve_bundle
+
+    models = []
+    for spec in args.model:
+        name, sep, src = spec.partition("=")
+        if not sep or not name or not src:
+            raise UsageError(f"--model {spec!r}: expected NAME=PATH")
+        models.append((name, str(resolve_bundle(src))))  # a checkpoint is exported once, into the cache
+    if not models and not args.models_dir:
+        raise UsageError("no models: give --model NAME=PATH (repeatable) or --models-dir DIR")
+    socket_path = None if args.no_socket else (args.socket or default_socket())
+    if socket_path is None and args.port is None:
+        raise UsageError("--no-socket needs --port")
+
+    def ready(lines: list[str]) -> None:
+        for line in lines:
+            print(line, flush=True)
+        print("ready", flush=True)
+
+    _native.serve(
+        models,
+        models_dir=args.models_dir,
+        socket=socket_path,
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+        max_batch_tokens=args.max_batch_tokens,
+        max_concurrent_requests=args.max_concurrent_requests,
+        max_queued_texts=args.max_queued_texts,
+        max_inputs=args.max_inputs,
+        ready=ready,
+    )
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -199,6 +248,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--threads", type=int, metavar="N", help="libtorch intra-op threads")
     p.set_defaults(func=_cmd_encode)
+
+    p = subparsers.add_parser(
+        "serve",
+        help="serve models over HTTP to every backend and client on the machine",
+        description="Load each model once and serve embeddings: text-embeddings-inference's "
+        "POST /embed, OpenAI's POST /v1/embeddings, GET /health, /models, /metrics. Requests that "
+        "arrive while a model computes join its next batch. Listens on a unix socket (and on TCP with "
+        "--port); stops on SIGTERM or Ctrl-C after answering what it accepted.",
+    )
+    p.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                   help="a model to load at start: a bundle (a checkpoint is exported first); repeatable; "
+                   "the first is the default")
+    p.add_argument("--models-dir", metavar="DIR", help="bundles loaded on first use, by subdirectory name")
+    p.add_argument("--socket", metavar="PATH", help=f"unix socket (default {default_socket()})")
+    p.add_argument("--no-socket", action="store_true", help="listen on TCP only")
+    p.add_argument("--port", type=int, metavar="N", help="also listen on TCP")
+    p.add_argument("--host", default="127.0.0.1", help="TCP address (default 127.0.0.1)")
+    p.add_argument("--threads", type=int, metavar="N", help="libtorch threads (default: all cores)")
+    p.add_argument("--max-batch-tokens", type=int, metavar="N",
+                   help="tokens gathered from waiting requests into one call of the engine (default 16384)")
+    p.add_argument("--max-concurrent-requests", type=int, metavar="N",
+                   help="requests served at once; more get 429 (default 512)")
+    p.add_argument("--max-queued-texts", type=int, metavar="N",
+                   help="texts waiting at once; more get 503 (default 16384)")
+    p.add_argument("--max-inputs", type=int, metavar="N", help="texts per request; more get 413 (default 2048)")
+    p.set_defaults(func=_cmd_serve)
 
     # The PostgreSQL subcommands (db, pg, ingest, search) live in fastembed_ext.pg.
     try:

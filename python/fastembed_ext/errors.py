@@ -19,3 +19,13 @@ class UnsupportedModelError(FastembedExtError, ValueError):
 
 class EncodeError(FastembedExtError):
     """Tokenisation or the forward pass failed on a batch."""
+
+
+class ServerError(FastembedExtError):
+    """An embedding server (`fastembed-ext serve`) could not be reached or refused a request.
+    `status` is the HTTP status (None when the server could not be reached)."""
+
+    def __init__(self, message: str, status: int | None = None, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind

@@ -27,12 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._files import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE
 from .errors import FastembedExtError, ModelLoadError, UnsupportedModelError
 from .quantize import QUANTIZATIONS, quantize_int8
 
-MANIFEST_FILE = "fastembed_ext.json"
-MODEL_FILE = "model.pt"
-TOKENIZER_FILE = "tokenizer.json"
 FORMAT_VERSION = 1
 # Bumped whenever the exported graph changes for the same checkpoint, so cached exports made by
 # an older exporter are made anew instead of reused.

@@ -18,6 +18,7 @@ are always copied.
 
 from __future__ import annotations
 
+import compileall
 import hashlib
 import importlib.metadata as metadata
 import json
@@ -177,6 +178,9 @@ def install_library(root: Path = DEFAULT_ROOT, version: str | None = None) -> Li
     try:
         for rel, src in files.items():
             _place(src, tmp / rel, link=not rel.startswith(PACKAGE + "/"))
+        # Bytecode once here, not in every backend on every start (the server's Python is this
+        # minor version, which `pg install` checks): it halves a new connection's first call.
+        compileall.compile_dir(str(tmp), quiet=1, workers=0)
         (tmp / MANIFEST).write_text(json.dumps({
             "version": version,
             "digest": digest,

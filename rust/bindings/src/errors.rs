@@ -9,6 +9,12 @@ pyo3::import_exception!(fastembed_ext.errors, ModelLoadError);
 pyo3::import_exception!(fastembed_ext.errors, BundleChangedError);
 pyo3::import_exception!(fastembed_ext.errors, UnsupportedModelError);
 pyo3::import_exception!(fastembed_ext.errors, EncodeError);
+pyo3::import_exception!(fastembed_ext.errors, ServerError);
+
+/// A server that could not start (or stopped with an error).
+pub fn server_err(err: fastembed_server::ServerError) -> PyErr {
+    ServerError::new_err(err.to_string())
+}
 
 pub fn to_py_err(err: Error) -> PyErr {
     let message = err.to_string();

@@ -21,6 +21,22 @@ pub struct EncodeOptions {
     pub normalize: Option<bool>,
 }
 
+impl EncodeOptions {
+    fn check(&self) -> Result<()> {
+        if self.batch_size == Some(0) {
+            return Err(Error::InvalidArgument(
+                "batch_size must be at least 1".to_owned(),
+            ));
+        }
+        if self.batch_tokens == Some(0) {
+            return Err(Error::InvalidArgument(
+                "batch_tokens must be at least 1".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Row-major `rows × dim` float32 vectors, in the order the texts were given.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Embeddings {
@@ -72,9 +88,11 @@ impl Encoder {
             )));
         }
         let mut hasher = Hasher::new();
-        let manifest_bytes = fingerprint::read_regular(&dir.join(MANIFEST_FILE), MANIFEST_MAX_BYTES)?;
+        let manifest_bytes =
+            fingerprint::read_regular(&dir.join(MANIFEST_FILE), MANIFEST_MAX_BYTES)?;
         hasher.bytes(MANIFEST_FILE, &manifest_bytes);
-        let tokenizer_bytes = fingerprint::read_regular(&dir.join(TOKENIZER_FILE), TOKENIZER_MAX_BYTES)?;
+        let tokenizer_bytes =
+            fingerprint::read_regular(&dir.join(TOKENIZER_FILE), TOKENIZER_MAX_BYTES)?;
         hasher.bytes(TOKENIZER_FILE, &tokenizer_bytes);
         let model_path = dir.join(MODEL_FILE);
         let mut model = fingerprint::open_regular(&model_path)?;
@@ -99,7 +117,10 @@ impl Encoder {
         // Written in place between the hash and the load (a rename cannot reach the open file):
         // any write moves its change time.
         if FileState::of(&model, &model_path)? != before {
-            return Err(Error::bundle(&model_path, "changed while it was being loaded; load it again"));
+            return Err(Error::bundle(
+                &model_path,
+                "changed while it was being loaded; load it again",
+            ));
         }
         Self::assemble(dir, manifest, tokenizer, backbone, OnceLock::from(actual))
     }
@@ -177,19 +198,21 @@ impl Encoder {
         texts: &[S],
         options: &EncodeOptions,
     ) -> Result<Embeddings> {
-        if options.batch_size == Some(0) {
-            return Err(Error::InvalidArgument(
-                "batch_size must be at least 1".to_owned(),
-            ));
-        }
-        if options.batch_tokens == Some(0) {
-            return Err(Error::InvalidArgument(
-                "batch_tokens must be at least 1".to_owned(),
-            ));
-        }
+        options.check()?; // before the tokenizer's work
+        let token_ids = self.tokenizer.encode(texts)?;
+        self.encode_tokens(&token_ids, options)
+    }
+
+    /// Embeds texts already tokenized by [`Self::tokenize`] (a server counts tokens before it
+    /// decides which requests share a call, and does not tokenize twice).
+    pub fn encode_tokens(
+        &self,
+        token_ids: &[Vec<u32>],
+        options: &EncodeOptions,
+    ) -> Result<Embeddings> {
+        options.check()?;
         let normalize = options.normalize.unwrap_or(self.manifest.normalize);
         let dim = self.manifest.dim;
-        let token_ids = self.tokenizer.encode(texts)?;
         let lengths: Vec<usize> = token_ids.iter().map(Vec::len).collect();
         let batches = batching::plan(
             &lengths,
@@ -197,7 +220,7 @@ impl Encoder {
             options.batch_tokens.unwrap_or(DEFAULT_BATCH_TOKENS),
         );
 
-        let mut data = vec![0.0_f32; texts.len() * dim];
+        let mut data = vec![0.0_f32; token_ids.len() * dim];
         let mut pooled_rows = Vec::new();
         for indices in &batches {
             let rows: Vec<&[u32]> = indices
@@ -213,7 +236,7 @@ impl Encoder {
         }
         Ok(Embeddings {
             data,
-            rows: texts.len(),
+            rows: token_ids.len(),
             dim,
         })
     }

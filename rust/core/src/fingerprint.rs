@@ -12,7 +12,6 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-
 use crate::error::{Error, Result};
 use crate::manifest::MANIFEST_FILE;
 
@@ -51,12 +50,17 @@ impl Hasher {
 
     /// Hashes an opened file from its start to its end (`path` names it in errors).
     pub(crate) fn open_file(&mut self, name: &str, file: &mut File, path: &Path) -> Result<()> {
-        let len = file.metadata().map_err(|err| Error::bundle(path, err))?.len();
+        let len = file
+            .metadata()
+            .map_err(|err| Error::bundle(path, err))?
+            .len();
         self.header(name, len);
         let mut buffer = vec![0_u8; 1 << 20];
         let mut read = 0_u64;
         loop {
-            let n = file.read(&mut buffer).map_err(|err| Error::bundle(path, err))?;
+            let n = file
+                .read(&mut buffer)
+                .map_err(|err| Error::bundle(path, err))?;
             if n == 0 {
                 break;
             }
@@ -113,7 +117,10 @@ pub fn fingerprint(dir: &Path) -> Result<String> {
 /// Whether `text` has the form of a fingerprint (it may still name no bundle).
 pub fn is_fingerprint(text: &str) -> bool {
     text.strip_prefix(PREFIX).is_some_and(|hex| {
-        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 

@@ -223,8 +223,14 @@ fn a_pinned_load_gives_the_same_vectors_and_refuses_a_changed_bundle() {
     assert_eq!(pinned.fingerprint().unwrap(), pinned_to);
     let texts = ["pinned and unpinned agree", "to the last bit"];
     assert_eq!(
-        pinned.encode(&texts, &EncodeOptions::default()).unwrap().data,
-        unpinned.encode(&texts, &EncodeOptions::default()).unwrap().data
+        pinned
+            .encode(&texts, &EncodeOptions::default())
+            .unwrap()
+            .data,
+        unpinned
+            .encode(&texts, &EncodeOptions::default())
+            .unwrap()
+            .data
     );
 
     // One byte of the tokenizer changed (a space added): same bundle shape, other content.

@@ -11,19 +11,29 @@ from __future__ import annotations
 
 def connect(plpy, version: str, library: str):
     """The backend's entry point, after checking that this package is the extension's version."""
+    import json
+    from pathlib import Path
+
     import fastembed_ext
 
     from .errors import fail
     from .session import Backend
 
-    if fastembed_ext.__version__ != version:
+    # The library's manifest says its version without loading the engine (which a backend that
+    # embeds through the server never does); a package imported from elsewhere is asked.
+    manifest = Path(fastembed_ext.__file__).resolve().parent.parent / "fastembed_ext.library.json"
+    try:
+        imported = json.loads(manifest.read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        imported = fastembed_ext.__version__
+    if imported != version:
         fail(
             f"the extension's functions are fastembed_ext {version}, but the Python library this "
-            f"backend imported is {fastembed_ext.__version__}",
+            f"backend imported is {imported}",
             sqlstate="55000",
             detail=f"Imported from {fastembed_ext.__file__}; version {version}'s library is {library}.",
             hint="If this backend used another version before an ALTER EXTENSION UPDATE, reconnect. "
             f"Otherwise run `fastembed-ext pg install` with fastembed_ext {version} on the server's "
             "machine, which puts its library there.",
         )
-    return Backend()
+    return Backend(imported)

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import fastembed_ext
-from fastembed_ext import _native
-from fastembed_ext.export import MANIFEST_FILE
+from fastembed_ext._files import MANIFEST_FILE
 
 from . import expressions
 from .errors import fail, from_engine
+from .remote import Remote, timeout_seconds
 
 if TYPE_CHECKING:
     from .session import Backend
@@ -64,12 +64,15 @@ def lookup(backend: Backend, plpy, name: str | None) -> tuple[dict[str, Any] | N
         "lookup",
         """SELECT fastembed_ext._model($1)::text AS info,
                   pg_catalog.current_setting('fastembed_ext.threads', true) AS threads,
-                  pg_catalog.current_setting('fastembed_ext.default_model', true) AS session_default""",
+                  pg_catalog.current_setting('fastembed_ext.default_model', true) AS session_default,
+                  fastembed_ext._server_setting() AS server,
+                  pg_catalog.current_setting('fastembed_ext.server', true) AS session_server,
+                  pg_catalog.current_setting('fastembed_ext.server_timeout', true) AS server_timeout""",
         ["text"],
     )
     row = plpy.execute(plan, [name])[0]
     info = json.loads(row["info"]) if row["info"] else None
-    return info, {"threads": row["threads"], "session_default": row["session_default"]}
+    return info, dict(row)
 
 
 def is_admin(plpy) -> bool:
@@ -107,10 +110,33 @@ def _os_user() -> str:
         return f"uid {os.geteuid()}"
 
 
-def resolve(backend: Backend, plpy, model: str | None) -> tuple[Model, fastembed_ext.Encoder]:
-    """The model a statement asked for (None: the database's default) and its loaded encoder."""
+def _server(settings: dict[str, Any]) -> str | None:
+    """The embedding server's URL, from the database's or the cluster's setting only."""
+    trusted = settings["server"] or None
+    session = settings["session_server"] or None
+    if session != trusted:
+        fail(
+            "fastembed_ext.server is set in this session, but only a database or cluster setting is used",
+            sqlstate="42501",
+            detail=f'The session says "{session or ""}"; the database and cluster say "{trusted or ""}". '
+            "The server's vectors are stored in everyone's tables, so a session cannot choose it.",
+            hint="RESET fastembed_ext.server. The database's owner sets it with ALTER DATABASE ... SET "
+            "fastembed_ext.server = 'unix:/path/to/server.sock'; a superuser in postgresql.conf.",
+        )
+    if trusted is not None and not trusted.startswith(("unix:/", "http://")):
+        fail(f'invalid value for fastembed_ext.server: "{trusted}"', sqlstate="22023",
+             detail="It is the URL of a fastembed-ext serve process.",
+             hint="Use unix:/path/to/server.sock or http://host:port.")
+    return trusted
+
+
+def resolve(backend: Backend, plpy, model: str | None):
+    """The model a statement asked for (None: the database's default) and what embeds with it:
+    its encoder, loaded in this backend, or the machine's embedding server."""
     info, settings = lookup(backend, plpy, model)
-    backend.apply_threads(settings["threads"])
+    server = _server(settings)
+    if server is None:
+        backend.apply_threads(settings["threads"])
     if model is None:
         session_default = settings["session_default"]
         if session_default and (info is None or session_default != info["name"]):
@@ -146,6 +172,10 @@ def resolve(backend: Backend, plpy, model: str | None) -> tuple[Model, fastembed
             )
         check_bundle_path(model)
         found = Model(model, model, None)
+        if server is not None:  # the server knows bundles by content: fingerprint the path's
+            from fastembed_ext import _native
+
+            found = Model(model, model, _native.fingerprint(model))
     else:
         known = registered_names(plpy)
         fail(
@@ -155,7 +185,15 @@ def resolve(backend: Backend, plpy, model: str | None) -> tuple[Model, fastembed
             hint=f"An admin registers a bundle with SELECT fastembed_ext.register_model('{model}', "
             "'/path/to/bundle'); see SELECT * FROM fastembed_ext.models.",
         )
+    if server is not None:
+        dim, similarity = (info["dim"], info["similarity"]) if info else _manifest_shape(found.path)
+        return found, Remote(server, timeout_seconds(settings["server_timeout"]), found, dim, similarity)
     return found, load(backend, found)
+
+
+def _manifest_shape(path: str) -> tuple[int, str]:
+    manifest = json.loads(open(os.path.join(path, MANIFEST_FILE), encoding="utf-8").read())
+    return int(manifest["dim"]), str(manifest["similarity"])
 
 
 def load(backend: Backend, model: Model) -> fastembed_ext.Encoder:
@@ -318,6 +356,8 @@ def register(backend: Backend, plpy, name: str, path: str, *, check_dependents: 
     check_name(name)
     check_bundle_path(path, name=name)
     _lock_registry(plpy)
+    from fastembed_ext import _native
+
     try:  # what is recorded (dim, similarity...) comes from the very bytes the fingerprint covers
         fingerprint = _native.fingerprint(path)
         encoder = fastembed_ext.Encoder(path, fingerprint=fingerprint)

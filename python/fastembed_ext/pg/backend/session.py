@@ -9,17 +9,17 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import numpy as np
-
 import fastembed_ext
 
 from . import models, tables
 from .errors import entry, fail, from_engine
 from .models import Model
+from .remote import Remote
 
 
 class Backend:
-    def __init__(self) -> None:
+    def __init__(self, version: str) -> None:
+        self.library_version = version
         # model name (or "path:" + path) -> ((path, fingerprint), encoder), loaded once per backend
         self.encoders: dict[str, tuple[tuple[str, str | None], fastembed_ext.Encoder]] = {}
         self.plans: dict[str, Any] = {}
@@ -30,6 +30,8 @@ class Backend:
         # calls it for the index scan and again for each of the k rows returned.
         self.last_embed: tuple[fastembed_ext.Encoder, str, str] | None = None
         self.forward_passes = 0  # diagnostics and tests
+        # (server URL, timeout) -> keep-alive connection to the machine's embedding server
+        self.connections: dict[tuple[str, float], Any] = {}
 
     # ----------------------------------------------------------------------- helpers
 
@@ -55,25 +57,27 @@ class Backend:
             fastembed_ext.set_num_threads(n)
             self.threads = n
 
-    @staticmethod
-    def vector_literal(vector: np.ndarray) -> str:
-        """pgvector's text form; repr() of each float32 widened to double reads back exactly."""
-        return "[" + ",".join(map(repr, vector.tolist())) + "]"
-
-    def encode(self, plpy, model: Model, enc: fastembed_ext.Encoder, texts: list[str]) -> np.ndarray:
+    def literals(self, plpy, model: Model, engine, texts: list[str]) -> list[str]:
+        """pgvector's text form of each text's vector, from the embedding server or from the
+        encoder loaded in this backend."""
         self.forward_passes += 1
+        if isinstance(engine, Remote):
+            return engine.literals(self.connections, texts)
         try:
-            return enc.encode(texts)
+            vectors = engine.encode(texts)
         except fastembed_ext.FastembedExtError as exc:
             raise from_engine(exc, f'model "{model.name}" failed to embed {len(texts)} text(s)') from None
         except ValueError as exc:  # e.g. a text that cannot be encoded as UTF-8
-            fail(f'model "{model.name}" cannot embed this text', sqlstate="22021", detail=str(exc))
+            fail(f'model "{model.name}" cannot embed this text', sqlstate="22021", detail=str(exc),
+                 hint="Texts must be valid UTF-8.")
+        # repr() of each float32 widened to double reads back exactly
+        return ["[" + ",".join(map(repr, v.tolist())) + "]" for v in vectors]
 
     # ----------------------------------------------------------------------- entry points
 
     @entry
     def version(self, plpy) -> str:
-        return fastembed_ext.__version__
+        return self.library_version
 
     @entry
     def embed(self, plpy, content: str, model: str | None) -> str:
@@ -81,7 +85,7 @@ class Backend:
         last = self.last_embed
         if last is not None and last[0] is enc and last[1] == content:
             return last[2]
-        literal = self.vector_literal(self.encode(plpy, found, enc, [content])[0])
+        (literal,) = self.literals(plpy, found, enc, [content])
         self.last_embed = (enc, content, literal)
         return literal
 

@@ -17,8 +17,6 @@ from .errors import fail
 from .models import Model, resolve
 
 if TYPE_CHECKING:
-    import fastembed_ext
-
     from .session import Backend
 
 # Rows per forward pass when a backfill walks a table (the attach trigger uses the same number).
@@ -101,7 +99,7 @@ def vector_column(plpy, t: Table, name: str | None, *, need_dim: bool = False) -
     return col
 
 
-def check_dim(model: Model, enc: fastembed_ext.Encoder, t: Table, name: str, col: dict[str, Any]) -> None:
+def check_dim(model: Model, enc, t: Table, name: str, col: dict[str, Any]) -> None:
     if col["typmod"] > 0 and col["typmod"] != enc.dim:
         fail(
             f'model "{model.name}" makes {enc.dim}-dimensional vectors but column "{name}" of '
@@ -177,9 +175,8 @@ def _embed_literals(backend: Backend, plpy, model: Model, enc, texts: list[str |
     idx = [i for i, text in enumerate(texts) if text is not None]
     out: list[str | None] = [None] * len(texts)
     if idx:
-        vectors = backend.encode(plpy, model, enc, [texts[i] for i in idx])
-        for i, vector in zip(idx, vectors):
-            out[i] = backend.vector_literal(vector)
+        for i, literal in zip(idx, backend.literals(plpy, model, enc, [texts[i] for i in idx])):
+            out[i] = literal
     return out
 
 
@@ -407,5 +404,5 @@ def search(backend: Backend, plpy, tbl, vector_name, query, k, model_name) -> li
         f"ORDER BY t.{c} OPERATOR({vector_schema}.{op}) $1 LIMIT $2",
         [col["typname"], "bigint"],
     )
-    vector = backend.vector_literal(backend.encode(plpy, model, enc, [query])[0])
+    (vector,) = backend.literals(plpy, model, enc, [query])
     return [(r["key"], r["score"]) for r in plpy.execute(plan, [vector, k])]

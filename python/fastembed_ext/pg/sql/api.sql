@@ -19,6 +19,21 @@ AS $$
     ORDER BY seqno DESC LIMIT 1
 $$;
 
+-- The embedding server this database uses (fastembed-ext serve), as its owner or the cluster's
+-- configuration says: a database setting (ALTER DATABASE ... SET fastembed_ext.server), else the
+-- server's configuration files. Never a session's or a role's own SET: the server's vectors are
+-- stored in everyone's tables. NULL or '': embed in the backend.
+CREATE OR REPLACE FUNCTION fastembed_ext._server_setting() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(
+        (SELECT pg_catalog.substr(cfg, 22) FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) cfg
+         WHERE s.setrole = 0 AND cfg LIKE 'fastembed\_ext.server=%' AND s.setdatabase =
+               (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())),
+        (SELECT f.setting FROM pg_catalog.pg_file_settings f
+         WHERE f.name = 'fastembed_ext.server' AND f.error IS NULL ORDER BY f.seqno DESC LIMIT 1))
+$$;
+
 -- Loads the Python library of `version` (the version these functions were made for) into the
 -- backend, once, and keeps its entry point in GD under "fastembed_ext <version>". It never raises:
 -- a failure is kept as a stand-in that raises the reason on use (and is then forgotten, so the
