@@ -7,6 +7,7 @@ keeps working between `pip install -U fastembed_ext` and the update.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -250,8 +251,10 @@ def test_a_missing_or_mismatched_library_is_named(new_database, library_root_set
     other = pg_root / "other-library" / version / "fastembed_ext"
     shutil.rmtree(other.parent.parent, ignore_errors=True)
     shutil.copytree(library_root / version, other.parent, copy_function=os.link)  # hard links: quick
-    (other / "__init__.py").unlink()  # not written through: the link shares the real library's file
-    (other / "__init__.py").write_text('__version__ = "0.1.9"\n')
+    manifest = other.parent / "fastembed_ext.library.json"
+    recorded = json.loads(manifest.read_text())
+    manifest.unlink()  # not written through: the link shares the real library's file
+    manifest.write_text(json.dumps({**recorded, "version": "0.1.9"}))
     library_root_setting(other.parent.parent)
     with connect(d) as c:
         with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as ei:
