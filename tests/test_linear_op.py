@@ -86,6 +86,29 @@ def test_gelu_under_inference_mode_on_all_threads() -> None:
                                rtol=1e-5, atol=1e-3)
 
 
+@pytest.mark.parametrize("threads", [3, 8, 16])
+# at most 64 rows: past them the AVX2 kernel hands the call to MKL, whose result depends on its
+# own threads
+@pytest.mark.parametrize(("rows", "k", "n"), [(64, 384, 384), (33, 96, 64), (48, 64, 130), (31, 384, 1536)])
+def test_more_threads_than_panels_split_the_rows_bit_identically(threads: int, rows: int, k: int, n: int) -> None:
+    """With fewer 64-column panels than threads the rows are split as well; every output is
+    still computed the same way, so the result equals one thread's to the bit (GELU included)."""
+    x, w, b = _inputs(rows, k, n)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with torch.inference_mode():
+            one = [linear(x, w, b), linear(x, w, b, "gelu")]
+        torch.set_num_threads(threads)
+        with torch.inference_mode():
+            many = [linear(x, w, b), linear(x, w, b, "gelu")]
+    finally:
+        torch.set_num_threads(before)
+    for a, m in zip(one, many):
+        assert torch.equal(a, m)
+    _assert_matches_float64(many[0], x, w, b)
+
+
 @pytest.mark.parametrize("rows", [1, 5, 6, 7, 17, 64, 65, 200])
 @pytest.mark.parametrize(
     ("k", "n"), [(768, 3072), (3072, 768), (1000, 7), (2001, 301), (7, 33), (1024, 1), (100, 72)]

@@ -14,6 +14,7 @@
 #include <c10/core/GradMode.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -56,6 +57,17 @@ Kernel choose_kernel() {
     TORCH_WARN("FASTEMBED_EXT_LINEAR_KERNEL=", wanted,
                " is not one of avx512, avx2, aten; using ", kernel_name(best));
   return best;
+}
+
+// Into how many row parts to split `rows` so that `panels` x parts keeps `threads` busy: 1 when
+// the panels alone do; never parts of fewer than kMinRowsPerPart rows (a part reads every weight
+// of its panels, so tiny parts would multiply the weight traffic for little arithmetic).
+constexpr int64_t kMinRowsPerPart = 16;
+
+int64_t row_split(int64_t rows, int64_t panels, int64_t threads) {
+  if (panels >= threads || rows < 2 * kMinRowsPerPart) return 1;
+  const int64_t wanted = (threads + panels - 1) / panels;
+  return std::max<int64_t>(1, std::min(wanted, rows / kMinRowsPerPart));
 }
 
 // Whether the own kernel takes this call; the checks the operator's contract needs are done.
@@ -166,21 +178,45 @@ at::Tensor packed_linear(const at::Tensor& input, const at::Tensor& weight, int6
                                 y.mutable_data_ptr<float>()};
   const auto run = kernel == Kernel::Avx512 ? packed::linear_avx512 : packed::linear_avx2;
   const at::Tensor y2d = y.view({problem.m, n});
+  // Work is split over panels of 64 output columns; when there are fewer panels than threads
+  // (a 384-wide layer has 6) the rows are split too, so that every thread has work. Each output
+  // is still computed by one tile walking k in the same order, so the result is bit-identical
+  // whatever the split.
+  const int64_t panel_count = packed::panels(n);
+  const int64_t row_parts = row_split(problem.m, panel_count, at::get_num_threads());
+  const int64_t rows_per_part = (problem.m + row_parts - 1) / row_parts;
   // OpenMP workers do not inherit the caller's thread-local state (inference mode, grad mode),
   // which at::gelu_ on them needs.
   const at::ThreadLocalState caller_state;
-  at::parallel_for(0, packed::panels(n), 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, panel_count * row_parts, 1, [&](int64_t begin, int64_t end) {
     const at::ThreadLocalStateGuard state_guard(caller_state);
-    run(problem, begin, end);
-    // The same GELU kernel as aten::gelu, on the columns this thread just wrote (still in its
-    // cache), instead of a separate operator that reads all of them back on both cores.
-    if (activation == Activation::Gelu) {
-      const int64_t col_begin = begin * packed::kPanel;
-      const int64_t col_end = std::min(end * packed::kPanel, n);
-      at::Tensor mine = y2d.narrow(1, col_begin, col_end - col_begin);
-      at::gelu_(mine);
+    for (int64_t item = begin; item < end;) {
+      // a run of panels of one row part
+      const int64_t part = item / panel_count;
+      const int64_t panel_begin = item % panel_count;
+      const int64_t panel_end = std::min(panel_count, panel_begin + (end - item));
+      item += panel_end - panel_begin;
+      const int64_t row0 = part * rows_per_part;
+      const int64_t rows = std::min(rows_per_part, problem.m - row0);
+      if (rows <= 0) continue;
+      packed::Problem mine = problem;
+      mine.x += row0 * k;
+      mine.y += row0 * n;
+      mine.m = rows;
+      run(mine, panel_begin, panel_end);
     }
   });
+  // The same GELU kernel as aten::gelu, in the same call, over contiguous blocks of whole rows:
+  // aten::gelu_ computes a strided block (a thread's columns) slightly differently from a
+  // contiguous run (up to 5e-7), so blocks of whole rows keep every value independent of how
+  // the matrix product was split; applied row by row it cost 20 us a row in dispatch.
+  if (activation == Activation::Gelu) {
+    at::parallel_for(0, problem.m, std::max<int64_t>(1, 16384 / n), [&](int64_t begin, int64_t end) {
+      const at::ThreadLocalStateGuard state_guard(caller_state);
+      at::Tensor block = y2d.narrow(0, begin, end - begin);
+      at::gelu_(block);
+    });
+  }
   return y;
 }
 

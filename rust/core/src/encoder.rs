@@ -1,4 +1,5 @@
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use tch::Tensor;
@@ -59,7 +60,17 @@ pub struct Encoder {
     backbone: Backbone,
     /// Known from the start when loaded pinned; otherwise computed on first request.
     fingerprint: OnceLock<String>,
+    /// Padded tokens computed since freed memory was last handed back (see `release_memory`).
+    tokens_since_release: AtomicUsize,
 }
+
+/// After this many padded tokens, the memory the forward passes freed is handed back to the
+/// system. glibc keeps freed blocks in its arenas, and batches of varying shapes leave them too
+/// fragmented to reuse: measured on all-MiniLM-L6-v2, 30 calls of 1,000 mixed-length texts grew
+/// the process from 424 to 506 MiB and kept growing; releasing every 16,384 tokens it stays at
+/// 277–281 MiB (single-text calls: flat at 289 MiB over 3,000 calls). A release costs 1–30 ms,
+/// against about 3 s of computing per 16,384 tokens on this machine.
+const RELEASE_EVERY_TOKENS: usize = 16_384;
 
 impl Encoder {
     /// Loads the bundle at `dir` and checks, with one tiny forward pass, that the backbone's
@@ -138,6 +149,7 @@ impl Encoder {
             tokenizer,
             backbone,
             fingerprint,
+            tokens_since_release: AtomicUsize::new(0),
         };
         encoder.check_width()?;
         Ok(encoder)
@@ -234,6 +246,14 @@ impl Encoder {
                 data[index * dim..(index + 1) * dim].copy_from_slice(vector);
             }
         }
+        let padded: usize = batches
+            .iter()
+            .map(|indices| indices.len() * indices.iter().map(|&i| lengths[i]).max().unwrap_or(0))
+            .sum();
+        if self.tokens_since_release.fetch_add(padded, Ordering::Relaxed) + padded >= RELEASE_EVERY_TOKENS {
+            self.tokens_since_release.store(0, Ordering::Relaxed);
+            release_memory();
+        }
         Ok(Embeddings {
             data,
             rows: token_ids.len(),
@@ -314,5 +334,14 @@ impl FileState {
             mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
             ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
         })
+    }
+}
+
+/// Hands the heap's free memory back to the system (glibc's `malloc_trim`; nothing elsewhere).
+pub fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
