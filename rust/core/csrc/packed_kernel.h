@@ -57,18 +57,24 @@ inline void tile(const Problem& p, const float* x, float* y, const float* w, int
   constexpr int VB = Isa::kVectors;
   const int64_t k = p.k;
   const int64_t valid = p.n - col;  // columns of this tile that exist (the last panel is padded)
-  V acc[RB][VB];
+  // What the tile starts from (the bias on the first k slice, else the earlier slices' sums in
+  // y) goes through a buffer: loaded into the accumulators behind a branch per vector, it made
+  // GCC keep the accumulators of AVX2's 6-row tile in memory for the whole k loop.
+  alignas(64) float start[RB][VB * L];
   for (int j = 0; j < RB; ++j)
     for (int i = 0; i < VB; ++i) {
       // Vectors wholly past column n are neither read nor written, nor is a pointer to them formed.
       const int64_t count = valid - i * L;
-      if (count <= 0)
-        acc[j][i] = Isa::zero();
-      else if (!first)
-        acc[j][i] = load_n<Isa>(y + j * p.n + i * L, count);
-      else
-        acc[j][i] = p.bias != nullptr ? load_n<Isa>(p.bias + col + i * L, count) : Isa::zero();
+      V v = Isa::zero();
+      if (count > 0 && !first)
+        v = load_n<Isa>(y + j * p.n + i * L, count);
+      else if (count > 0 && p.bias != nullptr)
+        v = load_n<Isa>(p.bias + col + i * L, count);
+      Isa::store(start[j] + i * L, v);
     }
+  V acc[RB][VB];
+  for (int j = 0; j < RB; ++j)
+    for (int i = 0; i < VB; ++i) acc[j][i] = Isa::load(start[j] + i * L);
   // This tile's share of the prefetch, spread evenly over its k loop: a line each time `due`
   // passes kn (no division in the loop).
   int64_t due = 0;
