@@ -43,7 +43,7 @@ $(MINILM_BUNDLE)/fastembed_ext.json: python/fastembed_ext/export.py python/faste
 
 test-rust: build $(MINILM_BUNDLE)/fastembed_ext.json
 	LD_LIBRARY_PATH="$$($(PY) -c 'import os, torch; print(os.path.dirname(torch.__file__) + "/lib")')" \
-	FASTEMBED_EXT_TEST_BUNDLE="$(MINILM_BUNDLE)" cargo test --release -p fastembed-ext-core
+	FASTEMBED_EXT_TEST_BUNDLE="$(MINILM_BUNDLE)" cargo test --release -p fastembed-ext-core -p fastembed-ext-server
 
 test-python: build postgres
 	$(PY) -m pytest

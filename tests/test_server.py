@@ -32,7 +32,7 @@ def same(got, want) -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, minilm_bundle: Path, distilbert_bundle: Path):
     s = ServerProcess([("minilm", minilm_bundle), ("dot", distilbert_bundle)],
-                      tmp_path_factory.mktemp("server") / "s.sock").start()
+                      tmp_path_factory.mktemp("server") / "s.sock", "--workers", "2", "--threads", "1").start()
     yield s
     assert s.stop() == 0
 
@@ -53,6 +53,7 @@ def test_startup_lines_name_listeners_and_models(server, minilm_encoder, distilb
     assert f"listening on unix:{server.socket_path}" in text and f"listening on {server.http}" in text
     assert f"model minilm (bert, 384 dims, cosine) {minilm_encoder.fingerprint}" in text
     assert f"model dot (distilbert, 32 dims, dot) {distilbert_encoder.fingerprint}" in text
+    assert "engine: 2 workers, 1 libtorch thread each" in text
 
 
 def test_client_equals_the_engine(server, minilm_encoder, distilbert_encoder):
@@ -99,6 +100,21 @@ def test_vectors_do_not_depend_on_concurrent_requests(server, minilm_encoder):
     metrics = urllib.request.urlopen(server.http + "/metrics").read().decode()
     batches = [line for line in metrics.splitlines() if line.startswith("fastembed_batch_texts_bucket")]
     assert batches and "fastembed_model_info{model=\"minilm\"" in metrics
+
+
+def batches_computed(server) -> int:
+    metrics = urllib.request.urlopen(server.http + "/metrics").read().decode()
+    return int(next(line for line in metrics.splitlines() if line.startswith("fastembed_batch_texts_count")).split()[1])
+
+
+def test_a_large_request_is_shared_among_workers(server, minilm_encoder):
+    """A request of many texts is cut into pieces (longest texts first) that both workers compute;
+    its vectors come back whole and in order."""
+    texts = [MIXED[(i * 37) % len(MIXED)] + f" {i}" for i in range(600)]
+    before = batches_computed(server)
+    got = fastembed_ext.Client(server.url).encode(texts, batch_size=len(texts))
+    assert batches_computed(server) - before >= 2 * 2  # at least two pieces per worker
+    same(got, minilm_encoder.encode(texts))
 
 
 def test_text_embeddings_inference_and_pgvector_forms(server, minilm_encoder):
@@ -257,3 +273,10 @@ def test_serve_refuses_a_busy_socket_and_bad_arguments(tmp_path, server, minilm_
                           "invalid model name")
     assert_one_line_error(run("serve"), 2, "no models")
     assert_one_line_error(run("serve", "--model", "noequals"), 2, "expected NAME=PATH")
+    sock = str(tmp_path / "w")
+    assert_one_line_error(run("serve", "--model", f"x={minilm_bundle}", "--socket", sock, "--workers", "0"), 1,
+                          "workers must be a positive integer, got 0")
+    assert_one_line_error(run("serve", "--model", f"x={minilm_bundle}", "--socket", sock, "--workers", "300"), 1,
+                          "workers must be between 1 and 256")
+    assert_one_line_error(run("serve", "--model", f"x={minilm_bundle}", "--socket", sock, "--threads", "5000"), 1,
+                          "threads must be between 1 and 1024")

@@ -1,6 +1,6 @@
 """Type stubs of the Rust extension module (rust/bindings)."""
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from os import PathLike
 from typing import Literal
 
@@ -45,3 +45,18 @@ def set_num_threads(threads: int) -> None: ...
 def num_threads() -> int: ...
 def linear_kernel() -> Literal["avx512", "avx2", "aten"]: ...
 def fingerprint(bundle: str | PathLike[str]) -> str: ...
+def serve(
+    models: list[tuple[str, str | PathLike[str]]],
+    *,
+    models_dir: str | PathLike[str] | None = None,
+    socket: str | PathLike[str] | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    max_batch_tokens: int | None = None,
+    max_concurrent_requests: int | None = None,
+    max_queued_texts: int | None = None,
+    max_inputs: int | None = None,
+    ready: Callable[[list[str]], None] | None = None,
+) -> None: ...

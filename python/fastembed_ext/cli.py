@@ -190,6 +190,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         socket=socket_path,
         host=args.host,
         port=args.port,
+        workers=args.workers,
         threads=args.threads,
         max_batch_tokens=args.max_batch_tokens,
         max_concurrent_requests=args.max_concurrent_requests,
@@ -265,7 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-socket", action="store_true", help="listen on TCP only")
     p.add_argument("--port", type=int, metavar="N", help="also listen on TCP")
     p.add_argument("--host", default="127.0.0.1", help="TCP address (default 127.0.0.1)")
-    p.add_argument("--threads", type=int, metavar="N", help="libtorch threads (default: all cores)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="engine workers, each computing one batch at a time (default: one per core, at most 8)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="libtorch threads inside each worker (default: the cores shared out among the workers)")
     p.add_argument("--max-batch-tokens", type=int, metavar="N",
                    help="tokens gathered from waiting requests into one call of the engine (default 16384)")
     p.add_argument("--max-concurrent-requests", type=int, metavar="N",

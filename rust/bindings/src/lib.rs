@@ -29,7 +29,7 @@ fn fingerprint(py: Python<'_>, bundle: std::path::PathBuf) -> PyResult<String> {
 /// Runs the embedding server until SIGTERM or SIGINT (see fastembed_server). `ready` is called
 /// with the lines describing what it listens on and the models it loaded.
 #[pyfunction]
-#[pyo3(signature = (models, *, models_dir = None, socket = None, host = None, port = None, threads = None,
+#[pyo3(signature = (models, *, models_dir = None, socket = None, host = None, port = None, workers = None, threads = None,
                     max_batch_tokens = None, max_concurrent_requests = None, max_queued_texts = None,
                     max_inputs = None, ready = None))]
 #[allow(clippy::too_many_arguments)]
@@ -40,6 +40,7 @@ fn serve(
     socket: Option<std::path::PathBuf>,
     host: Option<String>,
     port: Option<u16>,
+    workers: Option<i64>,
     threads: Option<i64>,
     max_batch_tokens: Option<i64>,
     max_concurrent_requests: Option<i64>,
@@ -64,6 +65,7 @@ fn serve(
         })?);
     }
     let positive = encoder::positive;
+    config.workers = workers.map(|n| positive("workers", n)).transpose()?;
     config.threads = threads.map(|n| positive("threads", n)).transpose()?;
     for (value, slot, name) in [
         (max_batch_tokens, &mut config.max_batch_tokens, "max_batch_tokens"),

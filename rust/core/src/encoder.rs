@@ -217,15 +217,15 @@ impl Encoder {
 
     /// Embeds texts already tokenized by [`Self::tokenize`] (a server counts tokens before it
     /// decides which requests share a call, and does not tokenize twice).
-    pub fn encode_tokens(
+    pub fn encode_tokens<T: AsRef<[u32]>>(
         &self,
-        token_ids: &[Vec<u32>],
+        token_ids: &[T],
         options: &EncodeOptions,
     ) -> Result<Embeddings> {
         options.check()?;
         let normalize = options.normalize.unwrap_or(self.manifest.normalize);
         let dim = self.manifest.dim;
-        let lengths: Vec<usize> = token_ids.iter().map(Vec::len).collect();
+        let lengths: Vec<usize> = token_ids.iter().map(|ids| ids.as_ref().len()).collect();
         let batches = batching::plan(
             &lengths,
             options.batch_size,
@@ -237,7 +237,7 @@ impl Encoder {
         for indices in &batches {
             let rows: Vec<&[u32]> = indices
                 .iter()
-                .map(|&index| token_ids[index].as_slice())
+                .map(|&index| token_ids[index].as_ref())
                 .collect();
             let pooled = self.embed_batch(&rows, normalize)?;
             pooled_rows.resize(indices.len() * dim, 0.0);

@@ -501,6 +501,9 @@ pub async fn serve(state: AppState, config: &Config, ready: impl FnOnce(Vec<Stri
                 .await
         });
     }
+    let (workers, threads) = config.engine_shape();
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    lines.push(format!("engine: {}, {} each", plural(workers, "worker"), plural(threads, "libtorch thread")));
     for model in state.registry.all().await {
         let manifest = model.encoder.manifest();
         lines.push(format!(

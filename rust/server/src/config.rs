@@ -11,7 +11,9 @@ pub struct Config {
     pub models_dir: Option<PathBuf>,
     pub socket: Option<PathBuf>,
     pub tcp: Option<SocketAddr>,
-    /// libtorch's intra-op threads (None: libtorch's default, all cores).
+    /// Engine workers, each computing one batch at a time (None: see [`Config::engine_shape`]).
+    pub workers: Option<usize>,
+    /// libtorch threads inside each worker's forward pass (None: see [`Config::engine_shape`]).
     pub threads: Option<usize>,
     /// Tokens (before padding) gathered from queued requests into one call of the engine, which
     /// then splits them into forward passes by its own padded-token budget.
@@ -35,6 +37,7 @@ impl Default for Config {
             models_dir: None,
             socket: None,
             tcp: None,
+            workers: None,
             threads: None,
             max_batch_tokens: 16_384,
             max_concurrent_requests: 512,
@@ -78,12 +81,37 @@ impl Config {
                 return Err(ConfigError(format!("{what} must be at least 1")));
             }
         }
-        if self.threads == Some(0) {
-            return Err(ConfigError("threads must be at least 1".to_owned()));
+        for (what, value, most) in [("workers", self.workers, MAX_WORKERS), ("threads", self.threads, MAX_THREADS)] {
+            if let Some(value) = value {
+                if value == 0 || value > most {
+                    return Err(ConfigError(format!("{what} must be between 1 and {most}")));
+                }
+            }
         }
         Ok(())
     }
+
+    /// Workers × libtorch threads each. Unless told otherwise, one single-threaded worker per
+    /// core up to `DEFAULT_MAX_WORKERS`, the cores then shared out among the workers: small
+    /// requests (a backend's one text) run best each on one core, batched a few at a time, and
+    /// more workers than that would only multiply the activations' memory.
+    pub fn engine_shape(&self) -> (usize, usize) {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        match (self.workers, self.threads) {
+            (Some(workers), Some(threads)) => (workers, threads),
+            (Some(workers), None) => (workers, (cores / workers).max(1)),
+            (None, Some(threads)) => ((cores / threads).clamp(1, DEFAULT_MAX_WORKERS), threads),
+            (None, None) => {
+                let workers = cores.min(DEFAULT_MAX_WORKERS);
+                (workers, (cores / workers).max(1))
+            }
+        }
+    }
 }
+
+const DEFAULT_MAX_WORKERS: usize = 8;
+const MAX_WORKERS: usize = 256;
+const MAX_THREADS: usize = 1024;
 
 /// The names a registry accepts (the PostgreSQL registry's rule): never a path.
 pub(crate) fn valid_name(name: &str) -> bool {

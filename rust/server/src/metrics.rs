@@ -56,6 +56,7 @@ pub struct Metrics {
     pub tokens: AtomicU64,
     pub queued_texts: AtomicU64,
     pub in_flight: AtomicU64,
+    pub busy_workers: AtomicU64,
     pub request_seconds: Histogram,
     pub batch_texts: Histogram,
     pub batch_tokens: Histogram,
@@ -71,6 +72,7 @@ impl Default for Metrics {
             tokens: AtomicU64::new(0),
             queued_texts: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            busy_workers: AtomicU64::new(0),
             request_seconds: Histogram::new(SECONDS),
             batch_texts: Histogram::new(TEXTS),
             batch_tokens: Histogram::new(TOKENS),
@@ -113,6 +115,7 @@ impl Metrics {
         let gauges = [
             ("fastembed_queue_texts", "Texts waiting for a model.", &self.queued_texts),
             ("fastembed_requests_in_flight", "Requests being served.", &self.in_flight),
+            ("fastembed_workers_busy", "Engine workers computing a batch.", &self.busy_workers),
         ];
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}", value.load(Ordering::Relaxed));

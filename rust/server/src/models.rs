@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use fastembed_core::Encoder;  // the models' encoders, shared with the engine thread
+use fastembed_core::Encoder; // the models' encoders, shared with the engine's workers
 use tokio::sync::{mpsc, Mutex, RwLock};
 
 use crate::batcher::{self, Engine, Job};
@@ -40,7 +40,10 @@ impl Registry {
             dir: config.models_dir.clone(),
             loading: Mutex::new(()),
             max_batch_tokens: config.max_batch_tokens,
-            engine: Engine::start(config.threads, metrics.clone()).map_err(ServerError::Io)?,
+            engine: {
+                let (workers, threads) = config.engine_shape();
+                Engine::start(workers, threads, metrics.clone()).map_err(ServerError::Io)?
+            },
             metrics,
         };
         for (name, path) in &config.models {
