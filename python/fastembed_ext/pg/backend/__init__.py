@@ -12,7 +12,7 @@ from __future__ import annotations
 def connect(plpy, version: str, library: str):
     """The backend's entry point, after checking that this package is the extension's version."""
     import json
-    from pathlib import Path
+    import os
 
     import fastembed_ext
 
@@ -21,9 +21,12 @@ def connect(plpy, version: str, library: str):
 
     # The library's manifest says its version without loading the engine (which a backend that
     # embeds through the server never does); a package imported from elsewhere is asked.
-    manifest = Path(fastembed_ext.__file__).resolve().parent.parent / "fastembed_ext.library.json"
+    # (os.path, not pathlib: every new backend would import pathlib for this one line)
+    package = os.path.dirname(os.path.realpath(fastembed_ext.__file__))
+    manifest = os.path.join(os.path.dirname(package), "fastembed_ext.library.json")
     try:
-        imported = json.loads(manifest.read_text())["version"]
+        with open(manifest, encoding="utf-8") as f:
+            imported = json.load(f)["version"]
     except (OSError, ValueError, KeyError):
         imported = fastembed_ext.__version__
     if imported != version:

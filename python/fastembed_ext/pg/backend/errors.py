@@ -9,7 +9,6 @@ of ``plpy.Error`` its ``sqlstate``, ``detail`` and ``hint`` reach the client.
 from __future__ import annotations
 
 import functools
-import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -83,6 +82,8 @@ def entry(fn: F) -> F:
         except FastembedExtError as exc:
             raise from_engine(exc, "the embedding engine failed") from None
         except Exception as exc:  # noqa: BLE001 - a bug; say where, without a traceback dump
+            import traceback  # only here: it imports the tokenizer, a few ms of every new backend
+
             frame = traceback.extract_tb(exc.__traceback__)[-1]
             raise SqlError(
                 "internal error",

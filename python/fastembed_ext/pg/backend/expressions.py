@@ -8,7 +8,7 @@ expressions come from ``pg_get_expr`` (deparsed SQL), e.g. ``public.embed(body, 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # A call's model, when it is not a name: the database's default (one-argument embed), or an
 # expression whose value is only known per row.
@@ -19,8 +19,7 @@ _CALL = re.compile(r'(?:(?:"(?:[^"]|"")+"|[A-Za-z_][\w$]*)\.)?(embed|embed_batch
 _LITERAL = re.compile(r"^'((?:[^']|'')*)'(?:::text)?$")
 
 
-@dataclass(frozen=True)
-class EmbedCall:
+class EmbedCall(NamedTuple):
     function: str  # "embed" or "embed_batch"
     model: str  # a model name, DEFAULT or ANY
 

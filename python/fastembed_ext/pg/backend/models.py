@@ -9,13 +9,11 @@ while stored vectors depend on it.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import pwd
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import fastembed_ext
 from fastembed_ext._files import MANIFEST_FILE
@@ -35,8 +33,7 @@ ADMIN_ROLE = "fastembed_ext_admin"
 _REGISTRY_LOCK = 0x66655F6D  # "fe_m"
 
 
-@dataclass(frozen=True)
-class Model:
+class Model(NamedTuple):
     """A model as a statement uses it: a registration, or a bundle an admin named by path."""
 
     name: str
@@ -227,8 +224,7 @@ def load(backend: Backend, model: Model) -> fastembed_ext.Encoder:
 # --------------------------------------------------------------------------- dependents
 
 
-@dataclass(frozen=True)
-class Stored:
+class Stored(NamedTuple):
     """Something that stores vectors: a generated column, column default, index or materialized
     view calling embed(), or an attached column, with the models its vectors come from."""
 
@@ -379,7 +375,7 @@ def register(backend: Backend, plpy, name: str, path: str, *, check_dependents: 
         "similarity": encoder.similarity,
         "max_seq_length": encoder.max_seq_length,
         "normalize": encoder.normalize,
-        "registered_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        "registered_at": _utc_now(),
     }
     _write_registration(plpy, name, record)
     backend.encoders.pop(name, None)
@@ -496,3 +492,9 @@ def migrate_from_0_1_0(backend: Backend, plpy) -> None:
         set_default(backend, plpy, default)
         plpy.execute("ALTER DATABASE " + plpy.quote_ident(
             plpy.execute("SELECT pg_catalog.current_database() AS d")[0]["d"]) + " RESET fastembed_ext.default_model")
+
+
+def _utc_now() -> str:
+    import datetime  # only when registering: every new backend imports this module
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()

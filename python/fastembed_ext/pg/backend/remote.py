@@ -8,7 +8,6 @@ pgvector's text form and hands it to PostgreSQL as it is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fastembed_ext._http import Connection
@@ -25,13 +24,13 @@ TIMEOUT_MS = (100, 600_000)
 DEFAULT_TIMEOUT_MS = 30_000
 
 
-@dataclass
 class Remote:
-    url: str
-    timeout: float  # seconds
-    model: Model
-    dim: int
-    similarity: str
+    """A model served by the embedding server at `url` (timeout in seconds)."""
+
+    __slots__ = ("url", "timeout", "model", "dim", "similarity")
+
+    def __init__(self, url: str, timeout: float, model: Model, dim: int, similarity: str) -> None:
+        self.url, self.timeout, self.model, self.dim, self.similarity = url, timeout, model, dim, similarity
 
     def literals(self, connections: dict, texts: list[str]) -> list[str]:
         conn = connections.get((self.url, self.timeout))

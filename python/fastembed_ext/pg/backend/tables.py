@@ -8,9 +8,7 @@ mixed-case and renamed tables all work.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import expressions
 from .errors import fail
@@ -34,8 +32,7 @@ _BOUNDS = ("HNSW takes m from 2 to 100 and ef_construction from 4 to 1000 (at le
            "search returns 1 to 1000 rows (hnsw.ef_search's maximum).")
 
 
-@dataclass(frozen=True)
-class Table:
+class Table(NamedTuple):
     oid: int
     sql: str  # schema-qualified, quoted as needed
     owner_ok: bool
@@ -315,6 +312,8 @@ def _index_name(plpy, t: Table, vector_name: str) -> str:
     relname = plpy.execute(f"SELECT relname, relnamespace FROM pg_catalog.pg_class WHERE oid = {t.oid}")[0]
     base = f"{relname['relname']}_{vector_name}_hnsw"
     if len(base.encode()) > 63:
+        import hashlib  # here, not at import: it loads OpenSSL, a few ms of every new backend
+
         digest = hashlib.sha1(f"{relname['relname']}\0{vector_name}".encode()).hexdigest()[:8]
         base = base.encode()[: 63 - 9].decode(errors="ignore") + "_" + digest
     taken = {
