@@ -60,8 +60,6 @@ pub struct Encoder {
     backbone: Backbone,
     /// Known from the start when loaded pinned; otherwise computed on first request.
     fingerprint: OnceLock<String>,
-    /// Padded tokens computed since freed memory was last handed back (see `release_memory`).
-    tokens_since_release: AtomicUsize,
 }
 
 /// After this many padded tokens, the memory the forward passes freed is handed back to the
@@ -149,7 +147,6 @@ impl Encoder {
             tokenizer,
             backbone,
             fingerprint,
-            tokens_since_release: AtomicUsize::new(0),
         };
         encoder.check_width()?;
         Ok(encoder)
@@ -234,11 +231,13 @@ impl Encoder {
 
         let mut data = vec![0.0_f32; token_ids.len() * dim];
         let mut pooled_rows = Vec::new();
+        let mut padded = 0;
         for indices in &batches {
             let rows: Vec<&[u32]> = indices
                 .iter()
                 .map(|&index| token_ids[index].as_ref())
                 .collect();
+            padded += rows.len() * rows.iter().map(|row| row.len()).max().unwrap_or(0);
             let pooled = self.embed_batch(&rows, normalize)?;
             pooled_rows.resize(indices.len() * dim, 0.0);
             pooled.f_copy_data(&mut pooled_rows, indices.len() * dim)?;
@@ -246,12 +245,7 @@ impl Encoder {
                 data[index * dim..(index + 1) * dim].copy_from_slice(vector);
             }
         }
-        let padded: usize = batches
-            .iter()
-            .map(|indices| indices.len() * indices.iter().map(|&i| lengths[i]).max().unwrap_or(0))
-            .sum();
-        if self.tokens_since_release.fetch_add(padded, Ordering::Relaxed) + padded >= RELEASE_EVERY_TOKENS {
-            self.tokens_since_release.store(0, Ordering::Relaxed);
+        if TOKENS_SINCE_RELEASE.fetch_add(padded, Ordering::Relaxed) + padded >= RELEASE_EVERY_TOKENS {
             release_memory();
         }
         Ok(Embeddings {
@@ -337,8 +331,18 @@ impl FileState {
     }
 }
 
+/// Padded tokens computed, by every encoder of the process, since freed memory was last handed
+/// back: the allocator's arenas are the process's, not an encoder's.
+static TOKENS_SINCE_RELEASE: AtomicUsize = AtomicUsize::new(0);
+
+/// Padded tokens computed since [`release_memory`] last ran (a server releases early when idle).
+pub fn tokens_since_release() -> usize {
+    TOKENS_SINCE_RELEASE.load(Ordering::Relaxed)
+}
+
 /// Hands the heap's free memory back to the system (glibc's `malloc_trim`; nothing elsewhere).
 pub fn release_memory() {
+    TOKENS_SINCE_RELEASE.store(0, Ordering::Relaxed);
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists.
     unsafe {

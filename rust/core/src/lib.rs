@@ -16,7 +16,7 @@ pub mod ops;
 pub mod pool;
 pub mod tokenize;
 
-pub use encoder::{release_memory, Embeddings, EncodeOptions, Encoder};
+pub use encoder::{release_memory, tokens_since_release, Embeddings, EncodeOptions, Encoder};
 pub use error::{Error, Result};
 pub use fingerprint::fingerprint;
 pub use manifest::{Manifest, Similarity, MANIFEST_FILE};

@@ -5,7 +5,7 @@
 //! pads little) that several workers compute at once. The async runtime only parses and waits.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -30,8 +30,9 @@ pub struct Job {
 const PIECES_PER_WORKER: usize = 4;
 const MIN_PIECE_TOKENS: usize = 1024;
 
-/// Tokens computed since the last hand-back of free memory before an idle engine hands it back
-/// again (fewer: the single queries between bursts allocate little, and trimming is not free).
+/// Padded tokens computed since the last hand-back of free memory before an idle engine hands
+/// it back early (fewer: the single queries between bursts allocate little, and trimming is not
+/// free).
 const IDLE_TRIM_TOKENS: usize = 2048;
 
 /// The engine's worker threads, which load every model and compute every batch.
@@ -65,11 +66,9 @@ impl Engine {
     pub fn start(workers: usize, threads: usize, metrics: Arc<Metrics>) -> std::io::Result<Self> {
         let (commands, incoming) = std::sync::mpsc::channel::<Command>();
         let incoming = Arc::new(Mutex::new(incoming));
-        let since_trim = Arc::new(AtomicUsize::new(0));
         for index in 0..workers {
             let incoming = incoming.clone();
             let metrics = metrics.clone();
-            let since_trim = since_trim.clone();
             std::thread::Builder::new()
                 .name(format!("fastembed-worker-{index}"))
                 .spawn(move || {
@@ -92,15 +91,16 @@ impl Engine {
                             }
                             Command::Run { encoder, batch, _worker } => {
                                 metrics.busy_workers.fetch_add(1, Ordering::Relaxed);
-                                let tokens = run(&encoder, batch, &metrics);
-                                let computed = since_trim.fetch_add(tokens, Ordering::Relaxed) + tokens;
+                                run(&encoder, batch, &metrics);
                                 let last = metrics.busy_workers.fetch_sub(1, Ordering::Relaxed) == 1;
                                 // The engine's free memory goes back to the system when it falls
                                 // idle (the engine itself also does so every 16,384 tokens): the
                                 // workers' allocator arenas would otherwise keep the largest
                                 // batches' activations between bursts.
-                                if last && computed >= IDLE_TRIM_TOKENS && metrics.queued_texts.load(Ordering::Relaxed) == 0 {
-                                    since_trim.store(0, Ordering::Relaxed);
+                                if last
+                                    && fastembed_core::tokens_since_release() >= IDLE_TRIM_TOKENS
+                                    && metrics.queued_texts.load(Ordering::Relaxed) == 0
+                                {
                                     fastembed_core::release_memory();
                                 }
                             }
@@ -244,11 +244,9 @@ pub fn spawn(engine: Engine, encoder: Arc<Encoder>, max_batch_tokens: usize, met
     sender
 }
 
-/// Computes one batch on a worker and answers each request whose last piece it holds; returns
-/// the batch's tokens.
-fn run(encoder: &Encoder, batch: Vec<Piece>, metrics: &Metrics) -> usize {
+/// Computes one batch on a worker and answers each request whose last piece it holds.
+fn run(encoder: &Encoder, batch: Vec<Piece>, metrics: &Metrics) {
     let started = Instant::now();
-    let tokens = batch.iter().map(|piece| piece.tokens).sum();
     for piece in &batch {
         metrics.queue_seconds.observe(started.duration_since(piece.request.queued_at).as_secs_f64());
     }
@@ -308,7 +306,6 @@ fn run(encoder: &Encoder, batch: Vec<Piece>, metrics: &Metrics) -> usize {
     for (reply, vectors) in done {
         let _ = reply.send(vectors); // the client may have gone; nothing to do then
     }
-    tokens
 }
 
 /// Records a piece's outcome in its request; when it was the request's last piece, returns the
