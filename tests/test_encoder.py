@@ -88,6 +88,35 @@ def test_threads_share_one_encoder(distilbert_encoder) -> None:
 # --------------------------------------------------------------------------- shapes and options
 
 
+def test_truncation_is_never_silent(minilm_encoder) -> None:
+    """A text past max_seq_length is embedded from its beginning, as sentence-transformers does,
+    and each call that cut texts warns once with their count; a call that cut none is silent."""
+    import warnings
+
+    import fastembed_ext
+
+    long = "word " * (minilm_encoder.max_seq_length + 50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        minilm_encoder.encode(["short", "also short"])
+        minilm_encoder.encode(["word " * (minilm_encoder.max_seq_length - 2)])  # exactly fits
+    for call, count in ((lambda: minilm_encoder.encode([long, "short", long]), "2 of 3"),
+                        (lambda: minilm_encoder.encode(long), "1 of 1"),
+                        (lambda: minilm_encoder.encode([long] * 3, show_progress_bar=True), "3 of 3")):
+        with pytest.warns(fastembed_ext.TruncationWarning) as record:
+            call()
+        assert len(record) == 1
+        assert str(record[0].message) == (
+            f"{count} text(s) were longer than this model's max_seq_length ({minilm_encoder.max_seq_length} "
+            "tokens) and were embedded from their beginning only")
+    # the vector is the one of its first max_seq_length tokens
+    ids = minilm_encoder.tokenize([long])[0]
+    assert len(ids) == minilm_encoder.max_seq_length
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastembed_ext.TruncationWarning)
+        assert np.allclose(minilm_encoder.encode(long), minilm_encoder.encode("word " * 300), atol=1e-6)
+
+
 def test_shapes_and_dtype(encoder) -> None:
     many = encoder.encode(SHORT)
     assert many.shape == (len(SHORT), encoder.dim)

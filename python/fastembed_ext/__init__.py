@@ -22,6 +22,7 @@ from .errors import (
     FastembedExtError,
     ModelLoadError,
     ServerError,
+    TruncationWarning,
     UnsupportedModelError,
 )
 
@@ -67,6 +68,7 @@ __all__ = [
     "FastembedExtError",
     "ModelLoadError",
     "ServerError",
+    "TruncationWarning",
     "UnsupportedModelError",
     "__version__",
     "export",

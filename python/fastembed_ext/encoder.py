@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import operator
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal, overload
@@ -12,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _native
-from .errors import ModelLoadError
+from .errors import ModelLoadError, TruncationWarning
 from .export import MANIFEST_FILE, resolve_bundle
 
 # With a progress bar the texts go to the engine in chunks, so the bar moves while each chunk stays
@@ -96,10 +97,23 @@ class Encoder:
         Normalize module).
         """
         if isinstance(texts, str):
-            return self._native.encode([texts], batch_size, normalize, self._batch_tokens)[0]
+            vectors, truncated = self._native.encode([texts], batch_size, normalize, self._batch_tokens)
+            self._warn_truncated(truncated, 1)
+            return vectors[0]
         if not show_progress_bar:
-            return self._native.encode(texts, batch_size, normalize, self._batch_tokens)
+            vectors, truncated = self._native.encode(texts, batch_size, normalize, self._batch_tokens)
+            self._warn_truncated(truncated, len(vectors))
+            return vectors
         return self._encode_with_progress(list(texts), batch_size, normalize)
+
+    def _warn_truncated(self, truncated: int, total: int) -> None:
+        if truncated:
+            warnings.warn(
+                f"{truncated} of {total} text(s) were longer than this model's max_seq_length "
+                f"({self.max_seq_length} tokens) and were embedded from their beginning only",
+                TruncationWarning,
+                stacklevel=3,
+            )
 
     def _encode_with_progress(
         self, texts: Sequence[str], batch_size: int | None, normalize: bool | None
@@ -108,14 +122,31 @@ class Encoder:
 
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         step = batch_size * _BATCHES_PER_PROGRESS_STEP if batch_size else _TEXTS_PER_PROGRESS_STEP
+        truncated = 0
         with tqdm(total=len(texts), desc="Encoding", unit="text") as bar:
             for start in range(0, len(texts), step):
                 chunk = texts[start : start + step]
-                out[start : start + len(chunk)] = self._native.encode(
+                out[start : start + len(chunk)], cut = self._native.encode(
                     chunk, batch_size, normalize, self._batch_tokens
                 )
+                truncated += cut
                 bar.update(len(chunk))
+        self._warn_truncated(truncated, len(texts))
         return out
+
+    def windows(self, text: str, window: int | None = None, overlap: int = 0) -> list[tuple[int, int]]:
+        """Character spans ``(start, end)`` of token windows that together cover `text`, cut by this
+        model's own tokenizer: `window` tokens each (default and most: `window_tokens`, all that
+        one vector sees), each overlapping the one before by `overlap` tokens. ``text[start:end]``
+        of each span is a chunk this model embeds whole."""
+        if not isinstance(text, str):
+            raise TypeError(f"text is {type(text).__name__}, expected str")
+        return self._native.windows(text, window, overlap)
+
+    @property
+    def window_tokens(self) -> int:
+        """The most tokens of a text one vector sees: max_seq_length less the special tokens."""
+        return self._native.window_tokens
 
     def tokenize(self, texts: Iterable[str]) -> list[list[int]]:
         """Token ids each text is embedded with (special tokens added, truncated)."""

@@ -29,3 +29,9 @@ class ServerError(FastembedExtError):
         super().__init__(message)
         self.status = status
         self.kind = kind
+
+
+class TruncationWarning(UserWarning):
+    """Some texts were longer than the model's max_seq_length: each was embedded from its beginning
+    only (as sentence-transformers does). Raised once per `encode` call, with the count; filter it
+    with ``warnings.simplefilter("ignore", fastembed_ext.TruncationWarning)``."""

@@ -36,7 +36,8 @@ impl PyEncoder {
         Ok(Self { inner })
     }
 
-    /// Embeds a sequence of str; returns float32 `(len(texts), dim)`, C-contiguous.
+    /// Embeds a sequence of str; returns float32 `(len(texts), dim)`, C-contiguous, and how many
+    /// texts were longer than max_seq_length (embedded from their beginning only).
     #[pyo3(signature = (texts, batch_size = None, normalize = None, batch_tokens = None))]
     fn encode<'py>(
         &self,
@@ -45,7 +46,7 @@ impl PyEncoder {
         batch_size: Option<i64>,
         normalize: Option<bool>,
         batch_tokens: Option<i64>,
-    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    ) -> PyResult<(Bound<'py, PyArray2<f32>>, usize)> {
         let texts = owned_texts(texts)?;
         let options = EncodeOptions {
             batch_size: batch_size
@@ -56,17 +57,53 @@ impl PyEncoder {
                 .transpose()?,
             normalize,
         };
-        let Embeddings { data, rows, dim } = py
+        let Embeddings {
+            data,
+            rows,
+            dim,
+            truncated,
+        } = py
             .detach(|| self.inner.encode(&texts, &options))
             .map_err(to_py_err)?;
         // The Vec becomes the array's buffer as it is; reshape only makes a view.
-        PyArray1::from_vec(py, data).reshape([rows, dim])
+        Ok((
+            PyArray1::from_vec(py, data).reshape([rows, dim])?,
+            truncated,
+        ))
     }
 
     /// Token ids each text is embedded with: special tokens added, truncated at max_seq_length.
     fn tokenize(&self, py: Python<'_>, texts: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u32>>> {
         let texts = owned_texts(texts)?;
         py.detach(|| self.inner.tokenize(&texts)).map_err(to_py_err)
+    }
+
+    /// Character spans `(start, end)` of token windows that cover `text` (see the core's
+    /// `Encoder::windows`): `window` tokens each (default: all the model embeds whole),
+    /// overlapping by `overlap`.
+    #[pyo3(signature = (text, window = None, overlap = 0))]
+    fn windows(
+        &self,
+        py: Python<'_>,
+        text: &str,
+        window: Option<i64>,
+        overlap: i64,
+    ) -> PyResult<Vec<(usize, usize)>> {
+        let window = window.map(|w| positive("window", w)).transpose()?;
+        if overlap < 0 {
+            return Err(PyValueError::new_err(format!(
+                "overlap must be 0 or more tokens, got {overlap}"
+            )));
+        }
+        let overlap = usize::try_from(overlap).unwrap_or(usize::MAX);
+        py.detach(|| self.inner.windows(text, window, overlap))
+            .map_err(to_py_err)
+    }
+
+    /// The most tokens of a text one vector sees: max_seq_length less the special tokens.
+    #[getter]
+    fn window_tokens(&self) -> PyResult<usize> {
+        self.inner.window_tokens().map_err(to_py_err)
     }
 
     #[getter]

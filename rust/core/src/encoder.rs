@@ -44,6 +44,9 @@ pub struct Embeddings {
     pub data: Vec<f32>,
     pub rows: usize,
     pub dim: usize,
+    /// Texts longer than `max_seq_length`, embedded from their beginning only (0 from
+    /// [`Encoder::encode_tokens`], whose caller tokenized and knows).
+    pub truncated: usize,
 }
 
 impl Embeddings {
@@ -200,6 +203,35 @@ impl Encoder {
         self.tokenizer.encode(texts)
     }
 
+    /// The most tokens of a text one vector sees: `max_seq_length` less the special tokens.
+    pub fn window_tokens(&self) -> Result<usize> {
+        Ok(self
+            .manifest
+            .max_seq_length
+            .saturating_sub(self.tokenizer.special_tokens()?))
+    }
+
+    /// Character spans of the windows that cut `text` into pieces this model embeds whole:
+    /// `window` tokens each (default and maximum: [`Self::window_tokens`]), overlapping by
+    /// `overlap` tokens. See [`crate::tokenize::TextTokenizer::windows`].
+    pub fn windows(
+        &self,
+        text: &str,
+        window: Option<usize>,
+        overlap: usize,
+    ) -> Result<Vec<(usize, usize)>> {
+        let most = self.window_tokens()?;
+        let window = window.unwrap_or(most);
+        if window > most {
+            return Err(Error::InvalidArgument(format!(
+                "a window of {window} tokens is longer than this model embeds whole ({most} tokens: \
+                 max_seq_length {} less its special tokens)",
+                self.manifest.max_seq_length
+            )));
+        }
+        self.tokenizer.windows(text, window, overlap)
+    }
+
     /// Embeds `texts`. Batches are planned by token count under a token budget
     /// ([`batching::plan`]); the mask keeps each vector independent of its batch companions.
     pub fn encode<S: AsRef<str> + Sync>(
@@ -208,8 +240,12 @@ impl Encoder {
         options: &EncodeOptions,
     ) -> Result<Embeddings> {
         options.check()?; // before the tokenizer's work
-        let token_ids = self.tokenizer.encode(texts)?;
-        self.encode_tokens(&token_ids, options)
+        let (token_ids, truncated) = self.tokenizer.encode_counting(texts)?;
+        let embeddings = self.encode_tokens(&token_ids, options)?;
+        Ok(Embeddings {
+            truncated,
+            ..embeddings
+        })
     }
 
     /// Embeds texts already tokenized by [`Self::tokenize`] (a server counts tokens before it
@@ -245,13 +281,16 @@ impl Encoder {
                 data[index * dim..(index + 1) * dim].copy_from_slice(vector);
             }
         }
-        if TOKENS_SINCE_RELEASE.fetch_add(padded, Ordering::Relaxed) + padded >= RELEASE_EVERY_TOKENS {
+        if TOKENS_SINCE_RELEASE.fetch_add(padded, Ordering::Relaxed) + padded
+            >= RELEASE_EVERY_TOKENS
+        {
             release_memory();
         }
         Ok(Embeddings {
             data,
             rows: token_ids.len(),
             dim,
+            truncated: 0,
         })
     }
 

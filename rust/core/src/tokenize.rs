@@ -2,6 +2,7 @@
 //! included in `max_seq_length`), and padded batches for the backbone.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use tch::Tensor;
 use tokenizers::{
@@ -13,6 +14,8 @@ use crate::error::{Error, Result};
 pub struct TextTokenizer {
     inner: Tokenizer,
     pad_token_id: i64,
+    /// The same tokenizer without truncation, made on the first call that cuts texts into windows.
+    untruncated: OnceLock<Tokenizer>,
 }
 
 impl TextTokenizer {
@@ -52,20 +55,85 @@ impl TextTokenizer {
         Ok(Self {
             inner,
             pad_token_id: i64::from(pad_token_id),
+            untruncated: OnceLock::new(),
         })
     }
 
     /// Token ids of each text, special tokens added, truncated; no padding.
     pub fn encode<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<u32>>> {
+        Ok(self.encode_counting(texts)?.0)
+    }
+
+    /// As [`Self::encode`], with the number of texts longer than `max_seq_length`, whose end
+    /// was cut off (nothing is truncated silently: callers tell their users).
+    pub fn encode_counting<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+    ) -> Result<(Vec<Vec<u32>>, usize)> {
         let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
         let encodings = self
             .inner
             .encode_batch_fast(inputs, true)
             .map_err(|err| Error::Tokenize(err.to_string()))?;
-        Ok(encodings
+        // truncation moves the cut-off tokens into `overflowing`
+        let truncated = encodings
+            .iter()
+            .filter(|encoding| !encoding.get_overflowing().is_empty())
+            .count();
+        let ids = encodings
             .into_iter()
             .map(|encoding| encoding.get_ids().to_vec())
-            .collect())
+            .collect();
+        Ok((ids, truncated))
+    }
+
+    /// How many special tokens the tokenizer adds to every text ([CLS] and [SEP], <s> and </s>).
+    pub fn special_tokens(&self) -> Result<usize> {
+        let with = self
+            .inner
+            .encode("", true)
+            .map_err(|err| Error::Tokenize(err.to_string()))?;
+        Ok(with.get_ids().len())
+    }
+
+    /// Character spans `[start, end)` of windows of at most `window` tokens (special tokens not
+    /// counted) over the whole of `text`, each starting `window - overlap` tokens after the one
+    /// before. Spans start and end on token boundaries of this model's own tokenizer, so every
+    /// token of the text is in at least one window; an empty text has none.
+    pub fn windows(
+        &self,
+        text: &str,
+        window: usize,
+        overlap: usize,
+    ) -> Result<Vec<(usize, usize)>> {
+        if window == 0 || overlap >= window {
+            return Err(Error::InvalidArgument(format!(
+                "a window of {window} tokens with an overlap of {overlap}: the window must be at \
+                 least 1 token and the overlap smaller than the window"
+            )));
+        }
+        let untruncated = self.untruncated.get_or_init(|| {
+            let mut plain = self.inner.clone();
+            plain
+                .with_truncation(None)
+                .expect("turning truncation off cannot fail");
+            plain
+        });
+        let encoding = untruncated
+            .encode_char_offsets(text, false)
+            .map_err(|err| Error::Tokenize(err.to_string()))?;
+        let offsets = encoding.get_offsets();
+        let mut spans = Vec::new();
+        let mut start = 0;
+        while start < offsets.len() {
+            let end = (start + window).min(offsets.len());
+            spans.push((offsets[start].0, offsets[end - 1].1));
+            if end == offsets.len() {
+                break;
+            }
+            start += window - overlap;
+        }
+        Ok(spans)
     }
 
     pub fn pad_token_id(&self) -> i64 {

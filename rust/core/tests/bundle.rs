@@ -117,6 +117,65 @@ fn truncates_at_max_seq_length_special_tokens_included() {
 }
 
 #[test]
+fn counts_the_texts_it_truncates() {
+    let encoder = Encoder::load(bundle()).unwrap();
+    let long = "word ".repeat(400);
+    let texts = [long.as_str(), "short", long.as_str(), &"word ".repeat(254)];
+    let embeddings = encoder.encode(&texts, &EncodeOptions::default()).unwrap();
+    assert_eq!(
+        embeddings.truncated, 2,
+        "254 words and [CLS] [SEP] fit exactly"
+    );
+}
+
+#[test]
+fn windows_cover_the_text_in_overlapping_token_windows() {
+    let encoder = Encoder::load(bundle()).unwrap();
+    assert_eq!(encoder.window_tokens().unwrap(), 254);
+    let text: String = (0..300)
+        .map(|i| format!("Sentence {i} is here. "))
+        .collect();
+    let spans = encoder.windows(&text, Some(100), 20).unwrap();
+    let chars: Vec<char> = text.chars().collect();
+    let mut covered = vec![false; chars.len()];
+    for (index, &(start, end)) in spans.iter().enumerate() {
+        let piece: String = chars[start..end].iter().collect();
+        let ids = encoder.tokenize(&[piece.as_str()]).unwrap();
+        assert!(
+            ids[0].len() <= 102,
+            "window {index} has {} tokens",
+            ids[0].len()
+        );
+        covered[start..end].iter_mut().for_each(|c| *c = true);
+        if index > 0 {
+            assert!(
+                start < spans[index - 1].1,
+                "window {index} does not overlap the one before"
+            );
+        }
+    }
+    assert!(chars
+        .iter()
+        .zip(&covered)
+        .all(|(c, &k)| k || c.is_whitespace()));
+    assert_eq!(spans.last().unwrap().1, text.trim_end().chars().count());
+    assert!(encoder.windows("", None, 0).unwrap().is_empty());
+    // the default window is all the model sees; longer, or an overlap as long, is refused
+    assert_eq!(
+        encoder.windows(&text, None, 0).unwrap()[0],
+        encoder.windows(&text, Some(254), 0).unwrap()[0]
+    );
+    assert!(matches!(
+        encoder.windows(&text, Some(255), 0),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        encoder.windows(&text, Some(10), 10),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
 fn empty_input_gives_no_rows_and_zero_batch_size_is_refused() {
     let encoder = Encoder::load(bundle()).unwrap();
     let none: [&str; 0] = [];
