@@ -82,7 +82,7 @@ def test_attach_is_idempotent_and_detach_stops(conn, table):
     for _ in range(2):
         conn.execute("SELECT fastembed_ext.attach_embedding('att_docs', 'body', 'embedding', 'minilm')")
     trig = conn.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'att_docs'::regclass").fetchone()[0]
-    assert trig == 2
+    assert trig == 3  # INSERT, and UPDATE of the text per row and per statement
     fn = conn.execute("SELECT count(*) FROM pg_proc WHERE proname LIKE '\\_embed\\_rows\\_%'").fetchone()[0]
     assert conn.execute("SELECT fastembed_ext.detach_embedding('att_docs', 'embedding')").fetchone() == (True,)
     assert conn.execute("SELECT fastembed_ext.detach_embedding('att_docs', 'embedding')").fetchone() == (False,)
@@ -179,7 +179,11 @@ def test_renames_are_followed(dsn, conn, encoder, table):
 
 def test_dropping_the_source_column_detaches(conn, table):
     conn.execute("SELECT fastembed_ext.attach_embedding('att_docs', 'body', 'embedding', 'minilm')")
-    conn.execute("ALTER TABLE att_docs DROP COLUMN body")
+    # its UPDATE OF triggers name the column: PostgreSQL asks for CASCADE, naming them
+    with pytest.raises(psycopg.errors.DependentObjectsStillExist) as ei:
+        conn.execute("ALTER TABLE att_docs DROP COLUMN body")
+    assert "trigger fastembed_ext_embedding_update on table att_docs depends on column body" in ei.value.diag.message_detail
+    conn.execute("ALTER TABLE att_docs DROP COLUMN body CASCADE")
     assert conn.execute("SELECT count(*) FROM fastembed_ext.attachments WHERE tbl = 'att_docs'::regclass").fetchone() == (0,)
     assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'att_docs'::regclass").fetchone() == (0,)
     conn.execute("INSERT INTO att_docs (id, title) VALUES (1, 'still writable')")  # no trigger left to fail
@@ -252,3 +256,47 @@ def test_concurrent_sessions_insert_and_query(dsn, conn, encoder, table):
     for body, vec in rows.values():
         assert vec is not None
         assert_same_vectors(vec, want[body], atol=1e-5)
+
+
+def test_update_triggers_name_the_text_column(conn, table):
+    conn.execute("SELECT fastembed_ext.attach_embedding('att_docs', 'body', 'embedding', 'minilm')")
+    defs = sorted(r[0] for r in conn.execute(
+        "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = 'att_docs'::regclass AND NOT tgisinternal"))
+    assert [d.split(" ON ")[0].split(" ", 3)[3] for d in defs] == [
+        "AFTER INSERT", "AFTER UPDATE OF body", "AFTER UPDATE OF body"]
+    assert any("FOR EACH ROW WHEN ((old.body IS DISTINCT FROM new.body))" in d for d in defs)
+
+
+def test_backfill_procedure_commits_as_it_goes(conn, roles, encoder):
+    with connect(roles["fe_owner"]) as c:
+        c.execute("DROP TABLE IF EXISTS big")
+        c.execute("CREATE TABLE big (id int PRIMARY KEY, body text, embedding vector(384))")
+        c.execute("INSERT INTO big SELECT i, 'backfilled row ' || i FROM generate_series(1, 2500) i")
+        notices: list[tuple] = []
+        c.add_notice_handler(lambda d: notices.append((d.message_primary, d.message_hint)))
+        # attaching without the backfill is quick and holds its lock only that long
+        assert c.execute("SELECT fastembed_ext.attach_embedding('big', 'body', 'embedding', 'minilm', "
+                         "backfill => false)").fetchone() == (0,)
+        assert notices[-1] == ("fastembed_ext: public.big is attached; its existing rows are not embedded yet",
+                               "CALL fastembed_ext.backfill('public.big', 'embedding'); it commits as it goes.")
+        before = c.execute("SELECT txid_current()").fetchone()[0]
+        c.execute("CALL fastembed_ext.backfill('big', 'embedding', 1000)")
+        # one transaction per batch (each took an id), and the progress
+        assert c.execute("SELECT txid_current()").fetchone()[0] - before >= 4
+        assert [n for n, _ in notices[-3:]] == [f"fastembed_ext: embedded {n} of 2500 rows of public.big"
+                                                for n in (1000, 2000, 2500)]
+        rows = c.execute("SELECT body, embedding::real[] FROM big ORDER BY id").fetchall()
+        assert np.abs(np.asarray([v for _, v in rows], np.float32) - encoder.encode([b for b, _ in rows])).max() < 1e-5
+        # inside a transaction block it says so, and everything commits at the block's end
+        c.execute("UPDATE big SET embedding = NULL WHERE id <= 5")
+        with c.transaction():
+            c.execute("CALL fastembed_ext.backfill('big', 'embedding')")
+        assert notices[-2][0].startswith("fastembed_ext: backfill called inside a transaction block")
+        assert c.execute("SELECT count(*) FROM big WHERE embedding IS NULL").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            c.execute("CALL fastembed_ext.backfill('big', 'embedding', 0)")
+    with connect(roles["fe_stranger"]) as s:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            s.execute("CALL fastembed_ext.backfill('big', 'embedding')")
+    with connect(roles["fe_owner"]) as c:
+        c.execute("DROP TABLE big")

@@ -345,3 +345,22 @@ def test_errors_are_clean_with_sqlstate_and_hint(conn, query, sqlstate):
     for noise in ("plpy.", "spiexceptions", "Error:", "Traceback"):
         assert noise not in diag.message_primary
     assert diag.message_hint
+
+
+def test_a_truncated_text_raises_a_notice(conn):
+    notices: list[tuple] = []
+
+    def keep(diag) -> None:  # (a notice's fields are readable only during the call)
+        notices.append((diag.message_primary, diag.message_hint))
+
+    conn.add_notice_handler(keep)
+    try:
+        conn.execute("SELECT embed('a short text', 'minilm')")
+        assert notices == []
+        conn.execute("SELECT embed_batch(ARRAY[repeat('word ', 400), 'short', repeat('other ', 300)], 'minilm')")
+    finally:
+        conn.remove_notice_handler(keep)
+    assert notices == [(
+        'fastembed_ext: model "minilm": 2 of 3 text(s) were longer than this model\'s max_seq_length '
+        "(256 tokens) and were embedded from their beginning only",
+        "Split long documents into passages, and embed each passage.")]

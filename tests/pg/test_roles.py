@@ -126,7 +126,7 @@ def test_owner_attaches_indexes_detaches_and_drops_its_tables(roles, encoder, _s
         c.execute("DROP TABLE r_own")
         c.execute("CREATE TABLE r_own2 (id int PRIMARY KEY, body text, embedding vector(384))")
         c.execute("SELECT fastembed_ext.attach_embedding('r_own2', 'body', 'embedding', 'minilm')")
-        c.execute("ALTER TABLE r_own2 DROP COLUMN body")
+        c.execute("ALTER TABLE r_own2 DROP COLUMN body CASCADE")  # (its UPDATE OF triggers name it)
         c.execute("DROP TABLE r_own2")
     assert _session_conn.execute(
         "SELECT count(*) FROM fastembed_ext.attachments WHERE tbl::text LIKE 'r_own%'").fetchone() == (0,)

@@ -1,8 +1,9 @@
-"""ALTER EXTENSION fastembed_ext UPDATE from 0.1.0, on a database that 0.1.0 populated.
+"""ALTER EXTENSION fastembed_ext UPDATE from each earlier release, on a database it populated.
 
-0.1.0's install script is the released file, frozen in tests/pg/data. Until the update, its SQL
-functions import this package's `fastembed_ext.pg.server`, which still serves them, so a database
-keeps working between `pip install -U fastembed_ext` and the update.
+The releases' install scripts are frozen in tests/pg/data. Until the update, 0.1.0's SQL functions
+import this package's `fastembed_ext.pg.server`, which still serves them; 0.2.0's load the library
+of their own version, which `pg install` of 0.2.0 left in place (here: this library, recorded as
+0.2.0), so a database keeps working between `pip install -U fastembed_ext` and the update.
 """
 
 from __future__ import annotations
@@ -204,7 +205,8 @@ def test_scripts_come_from_one_source():
     version = fastembed_ext.__version__
     files = scripts.extension_files()
     install_name, upgrade_name = f"fastembed_ext--{version}.sql", f"fastembed_ext--{OLD}--{version}.sql"
-    assert set(files) == {"fastembed_ext.control", install_name, upgrade_name}
+    assert set(files) == {"fastembed_ext.control", install_name, upgrade_name,
+                          *(f"fastembed_ext--{old}--{version}.sql" for old in list(scripts.migrations())[1:-1])}
     assert files["fastembed_ext.control"].count("default_version") == 1
     assert f"default_version = '{version}'" in files["fastembed_ext.control"]
     api = (scripts.SOURCE_DIR / "api.sql").read_text()
@@ -263,3 +265,74 @@ def test_a_missing_or_mismatched_library_is_named(new_database, library_root_set
     assert diag.message_primary == (f"fastembed_ext: the extension's functions are fastembed_ext {version}, but "
                                     "the Python library this backend imported is 0.1.9")
     assert str(other / "__init__.py") in diag.message_detail and "reconnect" in diag.message_hint
+
+
+PREVIOUS = "0.2.0"
+
+
+@pytest.fixture
+def previous_release(dsn, library_root):
+    """0.2.0's install script in the server's extension directory, and a library recorded as 0.2.0
+    (this one: it serves 0.2.0's SQL functions, whose names and arguments it keeps)."""
+    target = SHARE / f"fastembed_ext--{PREVIOUS}.sql"
+    shutil.copyfile(FROZEN.with_name(target.name), target)
+    library = library_root / PREVIOUS
+    shutil.rmtree(library, ignore_errors=True)
+    shutil.copytree(library_root / fastembed_ext.__version__, library, copy_function=os.link)
+    manifest = library / "fastembed_ext.library.json"
+    recorded = json.loads(manifest.read_text())
+    manifest.unlink()  # not written through: the link shares the real library's file
+    manifest.write_text(json.dumps({**recorded, "version": PREVIOUS}))
+    yield
+    target.unlink()
+    shutil.rmtree(library, ignore_errors=True)
+
+
+def test_update_from_0_2_0_keeps_attachments_and_adds_async(previous_release, new_database, roles,
+                                                            minilm_bundle_path, encoder):
+    old = new_database("fe_upgrade_020")
+    with connect(old) as c:
+        c.execute(f"CREATE EXTENSION fastembed_ext VERSION '{PREVIOUS}' CASCADE")
+        c.execute("SELECT fastembed_ext.register_model('minilm', %s)", (minilm_bundle_path,))
+        c.execute("SELECT fastembed_ext.set_default_model('minilm')")
+        c.execute("GRANT CREATE ON SCHEMA public TO fe_owner")
+    with connect(old.replace("dbname=fe_upgrade_020", "dbname=fe_upgrade_020 user=fe_owner")) as c:
+        c.execute("CREATE TABLE att (id int PRIMARY KEY, body text, embedding vector(384))")
+        c.execute("INSERT INTO att SELECT i, 'attached row ' || i FROM generate_series(1, 30) i")
+        assert c.execute("SELECT fastembed_ext.attach_embedding('att', 'body', 'embedding', 'minilm')").fetchone() == (30,)
+        c.execute("CREATE TABLE gen (id serial PRIMARY KEY, body text, "
+                  "embedding vector(384) GENERATED ALWAYS AS (embed(body, 'minilm')) STORED)")
+        c.execute("INSERT INTO gen (body) SELECT 'generated row ' || i FROM generate_series(1, 20) i")
+        c.execute("CREATE INDEX att_hnsw ON att USING hnsw (embedding vector_cosine_ops)")
+        before = {t: _vectors(c, t) for t in ("att", "gen")}
+
+    with connect(old) as c:
+        c.execute("ALTER EXTENSION fastembed_ext UPDATE")
+
+    with connect(old.replace("dbname=fe_upgrade_020", "dbname=fe_upgrade_020 user=fe_owner")) as c:
+        assert c.execute("SELECT extversion FROM pg_extension WHERE extname = 'fastembed_ext'").fetchone() == (
+            fastembed_ext.__version__,)
+        for t, vectors in before.items():
+            after = _vectors(c, t)
+            assert after.keys() == vectors.keys() and all(np.array_equal(after[b], v) for b, v in vectors.items())
+        c.execute("INSERT INTO att VALUES (31, 'inserted after the update')")
+        c.execute("UPDATE att SET body = 'updated after the update' WHERE id = 1")
+        got = _vectors(c, "att")
+        bodies = sorted(got)
+        assert np.abs(np.stack([got[b] for b in bodies]) - encoder.encode(bodies)).max() < 1e-5
+        # the same table can now go async, and its writes queue
+        c.execute("SELECT fastembed_ext.attach_embedding('att', 'body', 'embedding', 'minilm', mode => 'async')")
+        c.execute("INSERT INTO att VALUES (32, 'queued')")
+        assert c.execute("SELECT backlog FROM fastembed_ext.queue_status WHERE tbl = 'att'::regclass").fetchone() == (1,)
+        c.execute("SELECT fastembed_ext.attach_embedding('att', 'body', 'embedding', 'minilm')")
+        assert c.execute("SELECT embedding IS NOT NULL FROM att WHERE id = 32").fetchone() == (True,)
+        c.execute("SET enable_seqscan = off")
+        plan = "\n".join(r[0] for r in c.execute(
+            "EXPLAIN SELECT id FROM att ORDER BY embedding <=> embed('attached', 'minilm') LIMIT 3"))
+        assert "Index Scan using att_hnsw" in plan
+    with connect(old) as c:
+        upgraded = _shape(c)
+    fresh = new_database("fe_fresh_020")
+    with connect(fresh) as c:
+        c.execute("CREATE EXTENSION fastembed_ext CASCADE")
+        assert _shape(c) == upgraded

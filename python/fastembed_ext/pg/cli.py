@@ -1,4 +1,5 @@
-"""The PostgreSQL subcommands of ``fastembed-ext``: db, pg (install, files, library), ingest, search.
+"""The PostgreSQL subcommands of ``fastembed-ext``: db, pg (install, files, library), ingest, search,
+worker, status.
 
 ``add_subcommands(subparsers)`` adds them to the main parser; each sets ``func`` and the main
 program calls ``args.func(args)``. Commands that take ``--dsn`` default to the local database.
@@ -118,6 +119,50 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_paths(pairs: list[str]) -> dict[str, str]:
+    paths = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise PgError(f"--model takes NAME=PATH (a registered model and its bundle here), not {pair!r}")
+        paths[name] = path
+    return paths
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from . import db
+    from .worker import WorkerOptions, run_worker
+
+    report = run_worker(WorkerOptions(
+        dsn=db.ensure_running_dsn(args.dsn),
+        concurrency=args.concurrency,
+        batch_tokens=args.batch_tokens,
+        once=args.once,
+        model_server=args.model_server,
+        model_paths=_model_paths(args.model),
+        max_attempts=args.max_attempts,
+        retry_seconds=args.retry_seconds,
+        poll_seconds=args.poll_seconds,
+    ))
+    return 0 if report.failed == 0 else 4
+
+
+def _status(args: argparse.Namespace) -> int:
+    from . import db
+    from .worker import queue_status
+
+    rows = queue_status(db.ensure_running_dsn(args.dsn))
+    if not rows:
+        print("no attached tables")
+        return 0
+    header = ("table", "column", "model", "mode", "backlog", "oldest", "retrying", "failed", "done/min")
+    cells = [[("" if v is None else str(v).split(".")[0] if i == 5 else str(v)) for i, v in enumerate(r)] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    for line in (header, *cells):
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+    return 0
+
+
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("db", help="the local PostgreSQL database (start, stop, status)")
     p.add_argument("action", choices=["start", "stop", "status", "dsn"])
@@ -160,6 +205,31 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--dsn", help=_DSN_HELP)
     p.set_defaults(func=_ingest)
+
+    p = subparsers.add_parser("worker", help="embed the rows that async attachments queue (runs until stopped)")
+    p.add_argument("--dsn", help=_DSN_HELP + "; its role must be a member of fastembed_ext_worker")
+    p.add_argument("--concurrency", type=int, default=1, metavar="N",
+                   help="batches in flight at once, each on its own connection (1 to 64)")
+    p.add_argument("--batch-tokens", type=int, default=16384, metavar="N",
+                   help="about this many tokens per claimed batch (64 to 1048576)")
+    p.add_argument("--once", action="store_true", help="embed what is due, then exit")
+    p.add_argument("--model-server", metavar="URL",
+                   help="embed with this server (fastembed-ext serve: unix:/path or http://host:port) "
+                   "instead of loading the models in this process")
+    p.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                   help="the bundle of registered model NAME on this machine, when it is not at the "
+                   "registered path (it must have the registered fingerprint). Repeatable")
+    p.add_argument("--max-attempts", type=int, default=5, metavar="N",
+                   help="after N failed attempts a row goes to the failed table (1 to 1000)")
+    p.add_argument("--retry-seconds", type=float, default=10.0, metavar="S",
+                   help="delay before a failed row's first retry, doubled at each attempt (at most an hour)")
+    p.add_argument("--poll-seconds", type=float, default=5.0, metavar="S",
+                   help="look at the queue this often when no notification comes")
+    p.set_defaults(func=_worker)
+
+    p = subparsers.add_parser("status", help="the embedding queue of each attached table")
+    p.add_argument("--dsn", help=_DSN_HELP)
+    p.set_defaults(func=_status)
 
     p = subparsers.add_parser("search", help="top-k semantic search over a table")
     p.add_argument("query")

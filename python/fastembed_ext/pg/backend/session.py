@@ -7,6 +7,7 @@ public method is an `entry`: it takes ``plpy`` first and fails only with an SQL 
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import fastembed_ext
@@ -32,6 +33,8 @@ class Backend:
         self.forward_passes = 0  # diagnostics and tests
         # (server URL, timeout) -> keep-alive connection to the machine's embedding server
         self.connections: dict[tuple[str, float], Any] = {}
+        # attachment id -> keys of rows whose text the running UPDATE changed (sync attachments)
+        self.changed: dict[int, list[str]] = {}
 
     # ----------------------------------------------------------------------- helpers
 
@@ -64,12 +67,18 @@ class Backend:
         if isinstance(engine, Remote):
             return engine.literals(self.connections, texts)
         try:
-            vectors = engine.encode(texts)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", fastembed_ext.TruncationWarning)
+                vectors = engine.encode(texts)
         except fastembed_ext.FastembedExtError as exc:
             raise from_engine(exc, f'model "{model.name}" failed to embed {len(texts)} text(s)') from None
         except ValueError as exc:  # e.g. a text that cannot be encoded as UTF-8
             fail(f'model "{model.name}" cannot embed this text', sqlstate="22021", detail=str(exc),
                  hint="Texts must be valid UTF-8.")
+        for warning in caught:  # nothing is truncated silently
+            if issubclass(warning.category, fastembed_ext.TruncationWarning):
+                plpy.notice(f'fastembed_ext: model "{model.name}": {warning.message}',
+                            hint="Split long documents into passages, and embed each passage.")
         # repr() of each float32 widened to double reads back exactly
         return ["[" + ",".join(map(repr, v.tolist())) + "]" for v in vectors]
 
@@ -111,8 +120,22 @@ class Backend:
         return models.dependents(plpy, name)
 
     @entry
-    def attach_embedding(self, plpy, tbl, source_column, vector_column, model, key_column, mode) -> int:
-        return tables.attach(self, plpy, tbl, source_column, vector_column, model, key_column, mode)
+    def attach_embedding(self, plpy, tbl, source_column, vector_column, model, key_column, mode,
+                         chunking=None, backfill=True) -> int:
+        return tables.attach(self, plpy, tbl, source_column, vector_column, model, key_column, mode, chunking,
+                             backfill is not False)
+
+    @entry
+    def backfill(self, plpy, tbl, vector_column, batch_rows) -> None:
+        tables.backfill(self, plpy, tbl, vector_column, batch_rows)
+
+    @entry
+    def note_changed(self, plpy, attachment_id: int, key: str) -> None:
+        self.changed.setdefault(attachment_id, []).append(key)
+
+    @entry
+    def take_changed(self, plpy, attachment_id: int) -> list[str]:
+        return self.changed.pop(attachment_id, [])
 
     @entry
     def detach_embedding(self, plpy, tbl, vector_column) -> bool:

@@ -26,6 +26,9 @@ HNSW_M = (2, 100)
 HNSW_EF_CONSTRUCTION = (4, 1000)
 HNSW_MAX_DIMS = {"vector": 2000, "halfvec": 4000}
 SEARCH_K = (1, 1000)
+# A chunked search reads this many best chunks per document it returns, then keeps each
+# document's best: a document's chunks often crowd the top of the list.
+CHUNKS_PER_HIT = 4
 # At most this many texts per embed_batch() call: its vectors are built in memory at once.
 BATCH_TEXTS = 65536
 _BOUNDS = ("HNSW takes m from 2 to 100 and ef_construction from 4 to 1000 (at least 2 * m); a "
@@ -177,12 +180,71 @@ def _embed_literals(backend: Backend, plpy, model: Model, enc, texts: list[str |
     return out
 
 
-def attach(backend: Backend, plpy, tbl, source_name, vector_name, model_name, key_name, mode) -> int:
+def _chunking(plpy, chunking: str | None, mode: str, enc) -> dict[str, int | None] | None:
+    """The checked `chunking` argument (jsonb, as text): {"window": tokens or null, "overlap": tokens}."""
+    if chunking is None:
+        return None
+    import json
+
+    try:
+        spec = json.loads(chunking)
+    except ValueError:
+        spec = None
+    hint = ("Pass chunking => fastembed_ext.token_windows(window_tokens, overlap), e.g. "
+            "fastembed_ext.token_windows(200, 32); window_tokens NULL means all the model embeds whole.")
+    if not isinstance(spec, dict) or set(spec) - {"window", "overlap"}:
+        fail(f"chunking must be an object with the keys window and overlap, not {chunking}", sqlstate="22023",
+             hint=hint)
+    window, overlap = spec.get("window"), spec.get("overlap", 0)
+    most = getattr(enc, "window_tokens", None)  # (a model on the embedding server: checked by the worker)
+    if not (window is None or (isinstance(window, int) and 1 <= window <= (most or 1 << 20))) \
+            or not (isinstance(overlap, int) and 0 <= overlap < (window or most or 1 << 20)):
+        fail(f"chunking {chunking} is out of range", sqlstate="22023",
+             detail=f"A window is 1 to {most or 'max_seq_length less the special'} tokens; the overlap is 0 or "
+             "more tokens, and less than the window.", hint=hint)
+    if mode != "async":
+        fail("chunking needs mode => 'async'", sqlstate="22023",
+             detail="The chunks of a text are embedded by the workers (fastembed-ext worker).",
+             hint="Attach with mode => 'async', chunking => ...")
+    return {"window": window, "overlap": overlap}
+
+
+def _chunk_table(plpy, t: Table, vector_name: str, key_name: str, vcol: dict[str, Any], enc) -> str:
+    """Creates (when missing) the table of a chunked attachment's chunks next to its table, with its
+    HNSW index, owned by the caller (the table's owner); returns its regclass text."""
+    info = plpy.execute(f"SELECT c.relname, n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                        f"ON n.oid = c.relnamespace WHERE c.oid = {t.oid}")[0]
+    name = f"{info['relname']}_{vector_name}_chunks"
+    if len(name.encode()) > 63:
+        import hashlib
+
+        digest = hashlib.sha1(f"{info['relname']}\0{vector_name}".encode()).hexdigest()[:8]
+        name = name.encode()[: 63 - 16].decode(errors="ignore") + "_" + digest + "_chunks"
+    qualified = f"{plpy.quote_ident(info['nspname'])}.{plpy.quote_ident(name)}"
+    key_type = column(plpy, t, key_name, "key")["typname"]
+    plpy.execute(
+        f"CREATE TABLE IF NOT EXISTS {qualified} (key {key_type} NOT NULL, chunk integer NOT NULL, "
+        f"span pg_catalog.int4range NOT NULL, embedding {vcol['typname']} NOT NULL, PRIMARY KEY (key, chunk))"
+    )
+    if vcol["typmod"] > 0 and vcol["typmod"] <= HNSW_MAX_DIMS[vcol["base"]]:
+        vector_schema = plpy.execute(
+            "SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n "
+            "ON n.oid = e.extnamespace WHERE e.extname = 'vector'")[0]["nspname"]
+        opclass = f"{vcol['base']}_{'cosine' if enc.similarity == 'cosine' else 'ip'}_ops"
+        index = (name[:58] if len(name.encode()) <= 58 else name.encode()[:58].decode(errors="ignore")) + "_hnsw"
+        plpy.execute(f"CREATE INDEX IF NOT EXISTS {plpy.quote_ident(index)} ON {qualified} USING hnsw "
+                     f"(embedding {plpy.quote_ident(vector_schema)}.{opclass})")
+    return plpy.execute(f"SELECT {plpy.quote_literal(qualified)}::pg_catalog.regclass::text AS r")[0]["r"]
+
+
+def attach(backend: Backend, plpy, tbl, source_name, vector_name, model_name, key_name, mode, chunking=None,
+           fill=True) -> int:
     t = table(plpy, tbl)
-    if mode not in ("sync", "manual"):
-        fail(f'unknown attach mode "{mode}"', sqlstate="22023", detail="The modes are 'sync' and 'manual'.",
-             hint="mode => 'sync' embeds rows as they are written; 'manual' only records the model "
-             "of vectors written by the client (fastembed-ext ingest).")
+    if mode not in ("sync", "async", "manual"):
+        fail(f'unknown attach mode "{mode}"', sqlstate="22023", detail="The modes are 'sync', 'async' and 'manual'.",
+             hint="mode => 'sync' embeds rows as they are written; 'async' queues them for workers "
+             "(fastembed-ext worker); 'manual' only records the model of vectors written by the client "
+             "(fastembed-ext ingest).")
     if not t.owner_ok:
         fail(f"permission denied to attach {t.sql}", sqlstate="42501",
              detail="Only the owner of a table (or a member of its owning role) attaches it.",
@@ -203,28 +265,87 @@ def attach(backend: Backend, plpy, tbl, source_name, vector_name, model_name, ke
              hint=f"An admin registers the bundle: SELECT fastembed_ext.register_model('name', '{model_name}').")
     model, enc = resolve(backend, plpy, model_name)
     check_dim(model, enc, t, vector_name, vcol)
+    chunks = _chunking(plpy, chunking, mode, enc)
 
     before = attachment(plpy, t, vector_name)
+    if before is not None and before.get("chunk_table") is not None and chunks is None:
+        # the chunks are derived data of the attachment: without chunking they go
+        plpy.execute(f"DROP TABLE IF EXISTS {before['chunk_table']}")
+    chunk_table = _chunk_table(plpy, t, vector_name, key_name, vcol, enc) if chunks else None
+    # Keys still queued when an async attachment changes mode: their rows are embedded now instead.
+    pending = _queued_keys(plpy, before["id"]) if before is not None and before["mode"] == "async" and mode != "async" else []
+    # (the chunk columns are named only when they matter, so that this library still serves the
+    # SQL of 0.2.0, whose attachments have none, until ALTER EXTENSION ... UPDATE)
+    chunk_columns = chunks is not None or (before is not None and before.get("chunking") is not None)
+    if chunk_columns:
+        import json
+
+        names, values = ", chunking, chunk_table", (
+            f", {plpy.quote_nullable(json.dumps(chunks) if chunks else None)}::jsonb, "
+            f"{plpy.quote_nullable(chunk_table)}::pg_catalog.regclass")
+        updates = ", chunking = excluded.chunking, chunk_table = excluded.chunk_table"
+    else:
+        names = values = updates = ""
     row = plpy.execute(
-        "INSERT INTO fastembed_ext.attachments (tbl, vector_column, source_column, key_column, model, mode) "
+        f"INSERT INTO fastembed_ext.attachments (tbl, vector_column, source_column, key_column, model, mode{names}) "
         f"VALUES ({t.oid}::pg_catalog.oid::pg_catalog.regclass, {plpy.quote_literal(vector_name)}, "
         f"{plpy.quote_literal(source_name)}, {plpy.quote_literal(key_name)}, "
-        f"{plpy.quote_literal(model.name)}, {plpy.quote_literal(mode)}) "
+        f"{plpy.quote_literal(model.name)}, {plpy.quote_literal(mode)}{values}) "
         "ON CONFLICT (tbl, vector_column) DO UPDATE SET source_column = excluded.source_column, "
-        "key_column = excluded.key_column, model = excluded.model, mode = excluded.mode RETURNING id"
+        f"key_column = excluded.key_column, model = excluded.model, mode = excluded.mode{updates} RETURNING id"
     )[0]
     plpy.execute(f"SELECT fastembed_ext._install_attachment({int(row['id'])})")
-    if mode != "sync":
+    if mode == "manual":
+        return 0
+    if not fill:
+        if mode == "sync":
+            plpy.notice(f"fastembed_ext: {t.sql} is attached; its existing rows are not embedded yet",
+                        hint=f"CALL fastembed_ext.backfill('{t.sql}', '{vector_name}'); it commits as it goes.")
         return 0
     # Re-attaching the same text to the same model fills only the rows that have no vector yet.
-    only_missing = before is not None and before["model"] == model.name and before["source_column"] == source_name
-    return _backfill(backend, plpy, t, model, enc, source_name, vector_name, key_name, vcol, only_missing)
+    only_missing = (before is not None and before["model"] == model.name and before["source_column"] == source_name
+                    and (before.get("chunking") is None) == (chunks is None))
+    if mode == "async":
+        return _enqueue_backfill(plpy, t, int(row["id"]), source_name, vector_name, key_name, only_missing)
+    return _backfill(backend, plpy, t, model, enc, source_name, vector_name, key_name, vcol, only_missing, pending)
+
+
+def _queued_keys(plpy, attachment_id: int) -> list[str]:
+    queue = f"fastembed_ext.{plpy.quote_ident(f'queue_{attachment_id}')}"
+    if plpy.execute(f"SELECT pg_catalog.to_regclass({plpy.quote_literal(queue)}) IS NULL AS gone")[0]["gone"]:
+        return []
+    return [r["k"] for r in plpy.execute(f"SELECT DISTINCT pg_catalog.unnest(keys) AS k FROM {queue}")]
+
+
+def _enqueue_backfill(plpy, t: Table, attachment_id: int, source_name, vector_name, key_name, only_missing: bool) -> int:
+    """Queues the rows to embed, in jobs of 64 keys, for the workers: one statement that runs no
+    model, so the table is locked only as long as a scan. Rows already queued are not queued twice,
+    so attaching again resumes where the workers are."""
+    k, s, v = (plpy.quote_ident(n) for n in (key_name, source_name, vector_name))
+    queue = f"fastembed_ext.{plpy.quote_ident(f'queue_{attachment_id}')}"
+    where = f"t.{s} IS NOT NULL" + (f" AND t.{v} IS NULL" if only_missing else "")
+    queued = plpy.execute(
+        f"WITH todo AS (SELECT t.{k}::text AS k FROM ONLY {t.sql} t WHERE {where} "
+        f"  AND NOT EXISTS (SELECT FROM (SELECT pg_catalog.unnest(q.keys) AS k FROM {queue} q) q WHERE q.k = t.{k}::text)), "
+        f"jobs AS (INSERT INTO {queue} (keys) SELECT pg_catalog.array_agg(s.k) FROM "
+        f"  (SELECT todo.k, (pg_catalog.row_number() OVER () - 1) / 64 AS g FROM todo) s GROUP BY s.g RETURNING 1) "
+        "SELECT (SELECT pg_catalog.count(*) FROM todo) AS n, (SELECT pg_catalog.count(*) FROM jobs) AS jobs"
+    )[0]
+    if queued["n"]:
+        plpy.execute(f"SELECT pg_catalog.pg_notify('fastembed_ext_queue', '{attachment_id}')")
+        plpy.notice(f"fastembed_ext: queued {queued['n']} rows of {t.sql} for the embedding workers",
+                    hint="Run `fastembed-ext worker --dsn ...` to embed them; "
+                    "SELECT * FROM fastembed_ext.queue_status shows the backlog.")
+    return int(queued["n"])
 
 
 def _backfill(backend, plpy, t: Table, model: Model, enc, source_name, vector_name, key_name, vcol,
-              only_missing: bool) -> int:
+              only_missing: bool, pending: list[str] = ()) -> int:
     k, s, v = (plpy.quote_ident(n) for n in (key_name, source_name, vector_name))
     where = f"{s} IS NOT NULL" + (f" AND {v} IS NULL" if only_missing else "")
+    if only_missing and pending:
+        keys = "ARRAY[" + ",".join(plpy.quote_literal(key) for key in pending) + "]::text[]"
+        where = f"{s} IS NOT NULL AND ({v} IS NULL OR {k}::text = ANY ({keys}))"
     total = plpy.execute(f"SELECT pg_catalog.count(*) AS n FROM ONLY {t.sql} WHERE {where}")[0]["n"]
     key_type = column(plpy, t, key_name, "key")["typname"]
     update = plpy.prepare(
@@ -245,6 +366,57 @@ def _backfill(backend, plpy, t: Table, model: Model, enc, source_name, vector_na
         if total > CHUNK_ROWS:
             plpy.notice(f"fastembed_ext: embedded {done} of {total} rows of {t.sql}")
     return done
+
+
+def backfill(backend: Backend, plpy, tbl, vector_name, batch_rows) -> None:
+    """CALL fastembed_ext.backfill(...): embeds the rows of a sync attachment that have no vector,
+    `batch_rows` per forward pass, committing after each batch when the CALL is outside a
+    transaction block, so that no lock is held longer than a batch and an interruption keeps what
+    was done (calling it again resumes). Progress goes out as NOTICEs."""
+    t = table(plpy, tbl)
+    att = attachment(plpy, t, vector_name)
+    if att is None or att["mode"] != "sync":
+        fail(f'column "{vector_name}" of {t.sql} has no sync attachment', sqlstate="42704",
+             hint="Attach it first: fastembed_ext.attach_embedding(..., backfill => false); async "
+             "attachments are backfilled by their workers.")
+    if not t.owner_ok:
+        fail(f"permission denied to backfill {t.sql}", sqlstate="42501",
+             detail="Only the owner of a table (or a member of its owning role) backfills it.",
+             hint=f"Ask the owner of {t.sql} to run it.")
+    if batch_rows is None or not 1 <= batch_rows <= BATCH_TEXTS:
+        fail(f"batch_rows = {batch_rows} is out of range", sqlstate="22023",
+             hint=f"batch_rows must be between 1 and {BATCH_TEXTS}.")
+    model, enc = resolve(backend, plpy, att["model"])
+    vcol = vector_column(plpy, t, vector_name)
+    check_dim(model, enc, t, vector_name, vcol)
+    k, s, v = (plpy.quote_ident(n) for n in (att["key_column"], att["source_column"], vector_name))
+    key_type = column(plpy, t, att["key_column"], "key")["typname"]
+    total = plpy.execute(f"SELECT pg_catalog.count(*) AS n FROM ONLY {t.sql} WHERE {s} IS NOT NULL AND {v} IS NULL")[0]["n"]
+    done, last, commits = 0, None, True
+    while True:
+        after = "" if last is None else f" AND {k} > {plpy.quote_literal(last)}::{key_type}"
+        rows = plpy.execute(
+            f"SELECT {k} AS k, {k}::text AS kt, {s}::text AS s FROM ONLY {t.sql} "
+            f"WHERE {s} IS NOT NULL AND {v} IS NULL{after} ORDER BY {k} LIMIT {int(batch_rows)}")
+        if not rows:
+            break
+        vectors = _embed_literals(backend, plpy, model, enc, [r["s"] for r in rows])
+        update = plpy.prepare(
+            f"UPDATE ONLY {t.sql} AS t SET {v} = u.v::{vcol['typname']} "
+            f"FROM ROWS FROM (pg_catalog.unnest($1::{key_type}[]), pg_catalog.unnest($2::text[])) AS u(k, v) "
+            f"WHERE t.{k} = u.k", [f"{key_type}[]", "text[]"])
+        plpy.execute(update, [[r["k"] for r in rows], vectors])
+        done += len(rows)
+        last = rows[-1]["kt"]
+        if commits:
+            try:
+                plpy.commit()
+            except plpy.SPIError:  # inside a transaction block (or a function): all at its end
+                commits = False
+                plpy.notice("fastembed_ext: backfill called inside a transaction block: its rows are "
+                            "committed together at the block's end",
+                            hint="CALL it outside a transaction block to commit after each batch.")
+        plpy.notice(f"fastembed_ext: embedded {done} of {total} rows of {t.sql}")
 
 
 def embed_attached(backend: Backend, plpy, attachment_id: int, texts: list[str | None]) -> list[str | None]:
@@ -270,6 +442,9 @@ def detach(backend: Backend, plpy, tbl, vector_name) -> bool:
              detail="Only the owner of a table (or a member of its owning role) detaches it.",
              hint=f"Ask the owner of {t.sql} to run detach_embedding.")
     plpy.execute(f"SELECT fastembed_ext._uninstall_attachment({int(att['id'])}, {t.oid}::pg_catalog.oid::pg_catalog.regclass)")
+    plpy.execute(f"SELECT fastembed_ext._drop_queue({int(att['id'])})")
+    if att.get("chunk_table") is not None:  # derived data of the attachment
+        plpy.execute(f"DROP TABLE IF EXISTS {att['chunk_table']}")
     plpy.execute(f"DELETE FROM fastembed_ext.attachments WHERE id = {int(att['id'])}")
     return True
 
@@ -397,6 +572,20 @@ def search(backend: Backend, plpy, tbl, vector_name, query, k, model_name) -> li
     )[0]["nspname"])
     c, kq = plpy.quote_ident(vector_name), plpy.quote_ident(key)
     op = "<=>" if enc.similarity == "cosine" else "<#>"
+    if att is not None and att.get("chunk_table") is not None:
+        # A chunked attachment: the best chunks through their HNSW index, a few per document
+        # wanted, then each document's best chunk.
+        score = (f"1 - (ch.embedding OPERATOR({vector_schema}.<=>) $1)" if op == "<=>"
+                 else f"-(ch.embedding OPERATOR({vector_schema}.<#>) $1)")
+        plan = plpy.prepare(
+            f"SELECT b.key::text AS key, pg_catalog.max(b.score)::float8 AS score FROM ("
+            f"SELECT ch.key, ({score}) AS score FROM {att['chunk_table']} ch "
+            f"ORDER BY ch.embedding OPERATOR({vector_schema}.{op}) $1 LIMIT $2 * {CHUNKS_PER_HIT}) b "
+            "GROUP BY b.key ORDER BY 2 DESC LIMIT $2",
+            [col["typname"], "bigint"],
+        )
+        (vector,) = backend.literals(plpy, model, enc, [query])
+        return [(r["key"], r["score"]) for r in plpy.execute(plan, [vector, k])]
     score = f"1 - (t.{c} OPERATOR({vector_schema}.<=>) $1)" if op == "<=>" else f"-(t.{c} OPERATOR({vector_schema}.<#>) $1)"
     plan = plpy.prepare(
         f"SELECT t.{kq}::text AS key, ({score})::float8 AS score FROM {t.sql} t "
