@@ -7,10 +7,16 @@
 * rows/s of INSERT ... SELECT of 2,000 texts through a generated column and through the
   attach trigger, each as a ratio to the Python API's docs/s on the same texts;
 * p50 latency of a top-10 `ORDER BY embedding <=> embed('query') LIMIT 10` over 10,000 rows with
-  an HNSW index, its EXPLAIN, and recall@10 against exact search.
+  an HNSW index, its EXPLAIN, and recall@10 against exact search;
+* async attachments (--async-rows texts): INSERT time into an async-attached table against the same
+  table with nothing attached, as one statement and as 1,000 single-row statements (alternating
+  rounds, best of each); one worker's drain rate against `Encoder.encode` of the same texts; the
+  time until the queue is empty; two worker processes draining together, and whether every
+  vector is right.
 
     .venv/bin/python bench/bench_pg.py [--rows 10000] [--insert-rows 2000] [--queries 100]
-                                       [--connections 8] [--skip-insert]
+                                       [--connections 8] [--skip-insert] [--async-rows 10000]
+                                       [--only-async]
 """
 
 from __future__ import annotations
@@ -88,6 +94,77 @@ def first_calls(c: cluster.Cluster, library: Path, minilm: str, n: int) -> None:
         old_script.unlink(missing_ok=True)
 
 
+def async_figures(dsn: str, enc, docs: list[str], rounds: int = 3) -> None:
+    import subprocess
+    import sys
+
+    from fastembed_ext.pg.worker import WorkerOptions, run_worker
+
+    n = len(docs)
+    singles = docs[:1000]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS asrc, plain, queued")
+        conn.execute("CREATE TABLE asrc (id int PRIMARY KEY, body text)")
+        with conn.cursor().copy("COPY asrc (id, body) FROM STDIN") as cp:
+            for i, d in enumerate(docs):
+                cp.write_row((i, d))
+        for t in ("plain", "queued"):
+            conn.execute(f"CREATE TABLE {t} (id int PRIMARY KEY, body text, embedding vector(384))")
+        conn.execute("SELECT fastembed_ext.attach_embedding('queued', 'body', 'embedding', 'minilm', mode => 'async')")
+        att = conn.execute("SELECT id FROM fastembed_ext.attachments WHERE tbl = 'queued'::regclass").fetchone()[0]
+
+        def reset() -> None:
+            conn.execute("TRUNCATE plain, queued")
+            conn.execute(f"TRUNCATE fastembed_ext.queue_{att}")
+            conn.execute("VACUUM ANALYZE plain, queued")
+            conn.execute(f"VACUUM ANALYZE fastembed_ext.queue_{att}")
+
+        best: dict[tuple[str, str], float] = {}
+        for _ in range(rounds):
+            for t in ("plain", "queued"):
+                reset()
+                start = time.perf_counter()
+                conn.execute(f"INSERT INTO {t} (id, body) SELECT id, body FROM asrc")
+                one = time.perf_counter() - start
+                reset()
+                start = time.perf_counter()
+                for i, d in enumerate(singles):
+                    conn.execute(f"INSERT INTO {t} (id, body) VALUES (%s, %s)", (i, d))
+                many = time.perf_counter() - start
+                best[t, "one"] = min(best.get((t, "one"), 1e9), one)
+                best[t, "many"] = min(best.get((t, "many"), 1e9), many)
+        print(f"async attach, INSERT of {n} rows in one statement: {best['queued', 'one'] * 1000:.0f} ms vs "
+              f"{best['plain', 'one'] * 1000:.0f} ms unattached, ratio {best['queued', 'one'] / best['plain', 'one']:.2f}")
+        print(f"async attach, {len(singles)} single-row INSERTs: {best['queued', 'many'] * 1000:.0f} ms vs "
+              f"{best['plain', 'many'] * 1000:.0f} ms unattached, ratio {best['queued', 'many'] / best['plain', 'many']:.2f}")
+
+        # the queue holds the last round's rows; fill it with all of them
+        reset()
+        conn.execute("INSERT INTO queued (id, body) SELECT id, body FROM asrc")
+    start = time.perf_counter()
+    want = enc.encode(docs)
+    encode_rate = n / (time.perf_counter() - start)
+    report = run_worker(WorkerOptions(dsn=dsn, once=True), log=lambda line: None)
+    drain_rate = report.embedded / report.seconds
+    print(f"one worker drained {report.embedded} rows in {report.seconds:.1f} s: {drain_rate:.1f} rows/s vs "
+          f"Encoder.encode {encode_rate:.1f} texts/s, ratio {drain_rate / encode_rate:.2f} "
+          f"(the queue was empty {report.seconds:.1f} s after the INSERT)")
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE queued SET embedding = NULL")
+        conn.execute("SELECT fastembed_ext.attach_embedding('queued', 'body', 'embedding', 'minilm', mode => 'async')")
+    start = time.perf_counter()
+    workers = [subprocess.Popen([sys.executable, "-m", "fastembed_ext.cli", "worker", "--dsn", dsn, "--once"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+    codes = [w.wait() for w in workers]
+    both = time.perf_counter() - start
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        got = np.array([np.asarray(v, np.float32) for (v,) in conn.execute("SELECT embedding::real[] FROM queued ORDER BY id")])
+        backlog = conn.execute("SELECT backlog FROM fastembed_ext.queue_status WHERE tbl = 'queued'::regclass").fetchone()[0]
+    print(f"two worker processes drained {n} rows in {both:.1f} s ({n / both:.1f} rows/s, process start and model "
+          f"load included; exit codes {codes}); backlog after: {backlog}; max |vector - encode| {np.abs(got - want).max():.2e}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=10_000)
@@ -96,6 +173,8 @@ def main() -> None:
     ap.add_argument("--ef-search", type=int, default=40)
     ap.add_argument("--skip-insert", action="store_true", help="only the search figures")
     ap.add_argument("--connections", type=int, default=8, help="new connections per side for the first-call figures")
+    ap.add_argument("--async-rows", type=int, default=10_000, help="texts for the async attachment figures (0: none)")
+    ap.add_argument("--only-async", action="store_true", help="only the async attachment figures")
     args = ap.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="fastembed_ext_bench_"))
@@ -110,8 +189,12 @@ def main() -> None:
         install(dsn, models=[("minilm", str(minilm_source()))], library_root=root / "lib", log=lambda *_: None)
         with psycopg.connect(dsn) as conn:
             minilm = conn.execute("SELECT path FROM fastembed_ext.models WHERE name = 'minilm'").fetchone()[0]
-        first_calls(c, root / "lib" / fastembed_ext.__version__, minilm, args.connections)
         enc = fastembed_ext.Encoder(minilm)
+        if args.async_rows:
+            async_figures(dsn, enc, texts(args.async_rows, 3))
+        if args.only_async:
+            return
+        first_calls(c, root / "lib" / fastembed_ext.__version__, minilm, args.connections)
         docs = texts(args.insert_rows, 0)
         print(f"threads: {fastembed_ext.num_threads()}  cpu count: {os.cpu_count()}")
 

@@ -396,3 +396,17 @@ def test_status_command_prints_the_queue(roles, docs):
                               "done/min"]
     (row,) = [r.split() for r in rows if r.startswith("docs ")]
     assert row[:5] == ["docs", "embedding", "minilm", "async", "7"] and row[-3:] == ["0", "0", "0"]
+
+
+def test_renamed_columns_keep_queueing(roles, worker_dsn, docs, encoder):
+    """The async trigger's statements name the key and text columns; renaming them rebuilds it."""
+    with connect(roles["fe_owner"]) as c:
+        c.execute("ALTER TABLE docs RENAME COLUMN body TO content")
+        c.execute("ALTER TABLE docs RENAME COLUMN id TO doc_id")
+        c.execute("INSERT INTO docs (content) VALUES ('after the renames')")
+        c.execute("UPDATE docs SET content = 'changed after the renames'")
+        assert _status(c) == (2, 0, 0)
+    run_worker(_options(worker_dsn), log=lambda line: None)
+    with connect(roles["fe_owner"]) as c:
+        body, vector = c.execute("SELECT content, embedding::real[] FROM docs").fetchone()
+        assert np.abs(np.asarray(vector, np.float32) - encoder.encode(body)).max() < 1e-5

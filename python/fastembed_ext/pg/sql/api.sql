@@ -492,50 +492,40 @@ CREATE OR REPLACE FUNCTION fastembed_ext._take_changed(id integer) RETURNS text[
 LANGUAGE plpython3u VOLATILE STRICT SET search_path = pg_catalog, pg_temp
 AS $python$ take_changed(id) $python$;
 
--- The body of an async attachment's trigger function (fastembed_ext._embed_rows_<id>(), made
--- like the sync one above): it runs no model, it only queues the keys of the rows written, in
--- jobs of at most 64 keys, and wakes the workers (LISTEN fastembed_ext_queue). INSERT and COPY
--- fire it once per statement; an UPDATE fires it for each row whose text changed (the trigger's
--- WHEN), so that other UPDATEs, the workers' own among them, cost nothing.
-CREATE OR REPLACE FUNCTION fastembed_ext._enqueue_rows() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+-- The body of an async attachment's trigger function (fastembed_ext._embed_rows_<id>(), owned
+-- and installed like the sync one above). It runs no model: it queues the keys of the rows
+-- written, in jobs of at most 64 keys, and wakes the workers (LISTEN fastembed_ext_queue).
+-- INSERT and COPY fire it once per statement; an UPDATE, for each row whose text changed (the
+-- trigger's WHEN), so that other UPDATEs, the workers' own among them, cost nothing; a DELETE
+-- (chunked attachments only) removes the rows' chunks. The attachment's names are written into
+-- the body, so that its statements are planned once per backend: a single-row INSERT pays for
+-- one more small INSERT, not for a lookup and a dynamic statement. A column rename rebuilds it.
+CREATE OR REPLACE FUNCTION fastembed_ext._enqueue_body(id integer, key_column name, source_column name)
+RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    att record;
-    queued bigint;
+SELECT pg_catalog.format($body$
 BEGIN
-    SELECT a.key_column, a.source_column, a.chunk_table INTO att FROM fastembed_ext.attachments a
-    WHERE a.id = TG_ARGV[0]::integer AND a.tbl = TG_RELID AND a.mode = 'async';
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'fastembed_ext: trigger % on % belongs to no async attachment of that table',
-                TG_NAME, TG_RELID::regclass
-            USING ERRCODE = '55000',
-                  HINT = 'Attach the table again with fastembed_ext.attach_embedding(...), or drop the trigger.';
-    END IF;
-    IF TG_OP = 'DELETE' THEN  -- a chunked attachment's chunks go with their rows
-        IF att.chunk_table IS NOT NULL THEN
-            EXECUTE pg_catalog.format('DELETE FROM %s c USING fastembed_ext_old o WHERE c.key = o.%I',
-                                      att.chunk_table, att.key_column);
-        END IF;
-        RETURN NULL;
-    END IF;
-    IF TG_LEVEL = 'ROW' THEN
-        EXECUTE pg_catalog.format('INSERT INTO fastembed_ext.%I (keys) VALUES (ARRAY[($1).%I::text])',
-                                  'queue_' || TG_ARGV[0], att.key_column) USING NEW;
-    ELSE
-        EXECUTE pg_catalog.format(
-            'INSERT INTO fastembed_ext.%I (keys) SELECT pg_catalog.array_agg(s.k) FROM ('
-            'SELECT n.%I::text AS k, (pg_catalog.row_number() OVER () - 1) / 64 AS g '
-            'FROM fastembed_ext_new n WHERE n.%I IS NOT NULL) s GROUP BY s.g',
-            'queue_' || TG_ARGV[0], att.key_column, att.source_column);
-        GET DIAGNOSTICS queued = ROW_COUNT;
-        IF queued = 0 THEN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO fastembed_ext.%1$I (keys)
+        SELECT pg_catalog.array_agg(s.k) FROM (
+            SELECT n.%2$I::text AS k, (pg_catalog.row_number() OVER () - 1) / 64 AS g
+            FROM fastembed_ext_new n WHERE n.%3$I IS NOT NULL) s
+        GROUP BY s.g;
+        IF NOT FOUND THEN
             RETURN NULL;
         END IF;
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO fastembed_ext.%1$I (keys) VALUES (ARRAY[NEW.%2$I::text]);
+    ELSE
+        EXECUTE pg_catalog.format('DELETE FROM %%s c USING fastembed_ext_old o WHERE c.key = o.%%I',
+            (SELECT a.chunk_table FROM fastembed_ext.attachments a WHERE a.id = %4$s), %2$L);
+        RETURN NULL;
     END IF;
-    PERFORM pg_catalog.pg_notify('fastembed_ext_queue', TG_ARGV[0]);
+    PERFORM pg_catalog.pg_notify('fastembed_ext_queue', %4$L);
     RETURN NULL;
 END
+$body$, 'queue_' || id, key_column, source_column, id)
 $$;
 
 -- ------------------------------------------------------------------------------------------------
@@ -856,8 +846,9 @@ BEGIN
                   DETAIL = 'Its triggers would miss rows written to its partitions or children, or outlive it unseen.',
                   HINT = 'Attach each partition or child table instead.';
     END IF;
-    body := (SELECT p.prosrc FROM pg_catalog.pg_proc p WHERE p.oid = CASE att.mode
-             WHEN 'async' THEN 'fastembed_ext._enqueue_rows()'::regprocedure ELSE 'fastembed_ext._embed_rows()'::regprocedure END);
+    body := CASE att.mode
+            WHEN 'async' THEN fastembed_ext._enqueue_body(id, att.key_column, att.source_column)
+            ELSE (SELECT p.prosrc FROM pg_catalog.pg_proc p WHERE p.oid = 'fastembed_ext._embed_rows()'::regprocedure) END;
     source_attnum := (SELECT a.attnum FROM pg_catalog.pg_attribute a
                       WHERE a.attrelid = att.tbl AND a.attname = att.source_column AND NOT a.attisdropped);
     IF att.mode <> 'manual'
@@ -1053,6 +1044,9 @@ BEGIN
                         WHERE x.attrelid = cmd.objid AND x.attname = a.key_column AND NOT x.attisdropped)
                         THEN renamed ELSE a.key_column END
                 WHERE a.id = att.id AND renamed IS NOT NULL;
+                IF att.mode = 'async' AND renamed IS NOT NULL THEN
+                    PERFORM fastembed_ext._install_attachment(att.id);  -- its trigger names the columns
+                END IF;
             END IF;
             FOR fn IN
                 SELECT p.oid FROM pg_catalog.pg_proc p
