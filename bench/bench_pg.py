@@ -1,7 +1,7 @@
 """PostgreSQL figures, measured in one run against a throwaway cluster:
 
 * a new connection's first embed() (library import, model load, one forward pass) and the
-  backend's resident memory after it, for extension 0.2.0 (pinned load from the server's own
+  backend's resident memory after it, for this extension version (pinned load from the server's own
   library) and, side by side in the same cluster, for the 0.1.0 SQL objects on the same engine
   (unpinned load through 0.1.0's loader), connections alternating between the two;
 * rows/s of INSERT ... SELECT of 2,000 texts through a generated column and through the
@@ -59,10 +59,11 @@ def rss_kib(pid: int) -> int:
 
 
 def first_calls(c: cluster.Cluster, library: Path, minilm: str, n: int) -> None:
-    """A new connection's first embed() and its backend's RSS, 0.2.0 against 0.1.0's SQL objects."""
+    """A new connection's first embed() and its backend's RSS, this version against 0.1.0's SQL objects."""
+    current = fastembed_ext.__version__
     share = Path(f"/usr/share/postgresql/{cluster.PG_MAJOR}/extension")
     old_script = share / RELEASE_0_1_0.name
-    sides = {"0.2.0": c.dsn("bench")}
+    sides = {current: c.dsn("bench")}
     if RELEASE_0_1_0.exists() and os.access(share, os.W_OK):
         shutil.copyfile(RELEASE_0_1_0, old_script)
         with psycopg.connect(c.dsn("postgres"), autocommit=True) as conn:
@@ -88,8 +89,8 @@ def first_calls(c: cluster.Cluster, library: Path, minilm: str, n: int) -> None:
                   f"(min {min(times[side]) * 1000:.0f}, max {max(times[side]) * 1000:.0f}); backend RSS after it "
                   f"{statistics.median(rss[side]) / 1024:.0f} MiB ({n} connections)")
         if len(sides) == 2:
-            print(f"  ratio 0.2.0 / 0.1.0: first call {statistics.median(times['0.2.0']) / statistics.median(times['0.1.0']):.2f}, "
-                  f"RSS {statistics.median(rss['0.2.0']) / statistics.median(rss['0.1.0']):.2f}")
+            print(f"  ratio {current} / 0.1.0: first call {statistics.median(times[current]) / statistics.median(times['0.1.0']):.2f}, "
+                  f"RSS {statistics.median(rss[current]) / statistics.median(rss['0.1.0']):.2f}")
     finally:
         old_script.unlink(missing_ok=True)
 

@@ -17,6 +17,7 @@ from conftest import connect
 from pg_helpers import assert_same_vectors
 
 from fastembed_ext.pg import cluster
+from fastembed_ext.pg.worker import WorkerOptions, run_worker
 
 TABLES = ("app.gen", "public.gen_default", "zz.att")
 
@@ -59,6 +60,12 @@ def test_dump_and_restore(new_database, pg_cluster, pg_root, minilm_bundle_path,
             c.execute(f"INSERT INTO {t} ({column}) SELECT {values}'{t} row ' || i FROM generate_series(1, 25) i")
         c.execute("SELECT fastembed_ext.create_embedding_index('app.gen', 'embedding')")
         c.execute("SELECT fastembed_ext.create_embedding_index('zz.att', 'embedding')")
+        # an async, chunked attachment with work still queued: the dump carries the queue
+        c.execute("CREATE TABLE zz.queued (id int PRIMARY KEY, body text, embedding vector(384))")
+        c.execute("SELECT fastembed_ext.attach_embedding('zz.queued', 'body', 'embedding', 'minilm', "
+                  "mode => 'async', chunking => fastembed_ext.token_windows(8, 2))")
+        c.execute("INSERT INTO zz.queued SELECT i, 'a queued row, number ' || i || ', long enough for two windows' "
+                  "FROM generate_series(1, 12) i")
         want = _snapshot(c)
     assert all(len(rows) == 25 for rows in want["rows"].values())
 
@@ -85,6 +92,17 @@ def test_dump_and_restore(new_database, pg_cluster, pg_root, minilm_bundle_path,
             plan = "\n".join(r[0] for r in c.execute(
                 "EXPLAIN SELECT id FROM zz.att ORDER BY embedding <#> embed('row', 'dot') LIMIT 3"))
             assert "Index Scan using att_embedding_hnsw" in plan, how
+            # the queue came along, and a worker drains it in the restored database
+            assert c.execute("SELECT backlog FROM fastembed_ext.queue_status WHERE tbl = 'zz.queued'::regclass"
+                             ).fetchone() == (12,), how
+        report = run_worker(WorkerOptions(dsn=dsn, once=True), log=lambda line: None)
+        assert report.embedded == 12, how
+        with connect(dsn) as c:
+            rows = c.execute("SELECT body, embedding::real[] FROM zz.queued ORDER BY id").fetchall()
+            assert_same_vectors(np.asarray([v for _, v in rows], np.float32), encoder.encode([b for b, _ in rows]),
+                                atol=1e-5)
+            assert c.execute("SELECT count(DISTINCT key), min(chunk), max(chunk) > 0 FROM zz.queued_embedding_chunks"
+                             ).fetchone() == (12, 0, True), how
 
 
 def test_drop_extension_names_what_goes_with_it(new_database, minilm_bundle_path):

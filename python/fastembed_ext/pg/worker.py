@@ -183,6 +183,9 @@ class Worker:
     def batch(self, conn: psycopg.Connection, att: Attachment) -> int:
         """Claims, embeds and writes one batch of `att`; returns the rows it claimed (0: none due)."""
         engine = self.engines.get(att)
+        if att.chunking is not None and not hasattr(engine, "windows"):
+            raise PgError(f"{att.table}.{att.vector_column} is chunked: its chunks are cut by the model's "
+                          "tokenizer in this process; run a worker for it without --model-server")
         if att.dim is not None and engine.dim != att.dim:
             raise PgError(
                 f'model "{att.model}" makes {engine.dim}-dimensional vectors but {att.table}.'
@@ -241,9 +244,6 @@ class Worker:
         spans: list[tuple[int, int]] = []
         inputs = [texts[i] for i in present]  # the whole texts, then the chunks
         if att.chunking is not None:
-            if not hasattr(engine, "windows"):
-                raise PgError(f"{att.table}.{att.vector_column} is chunked: its chunks are cut by the model's "
-                              "tokenizer in this process; run this worker without --model-server")
             for i in present:
                 for n, span in enumerate(engine.windows(texts[i], att.chunking.get("window"),
                                                         att.chunking.get("overlap") or 0)):
