@@ -210,7 +210,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dsn", help=_DSN_HELP + "; its role must be a member of fastembed_ext_worker")
     p.add_argument("--concurrency", type=int, default=1, metavar="N",
                    help="batches in flight at once, each on its own connection (1 to 64)")
-    p.add_argument("--batch-tokens", type=int, default=16384, metavar="N",
+    p.add_argument("--batch-tokens", type=int, default=65536, metavar="N",
                    help="about this many tokens per claimed batch (64 to 1048576)")
     p.add_argument("--once", action="store_true", help="embed what is due, then exit")
     p.add_argument("--model-server", metavar="URL",

@@ -51,7 +51,7 @@ _CHARS_PER_TOKEN = 4.0  # a first guess, replaced by what the texts show
 class WorkerOptions:
     dsn: str
     concurrency: int = 1
-    batch_tokens: int = 16384
+    batch_tokens: int = 65536
     once: bool = False
     model_server: str | None = None
     model_paths: dict[str, str] = field(default_factory=dict)  # NAME -> bundle path on this machine
@@ -197,7 +197,7 @@ class Worker:
             if row is None:
                 return 0
             jobs, keys, contents, attempts = row
-            done = f"SELECT fastembed_ext._done_{att.id}(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            done = f"SELECT fastembed_ext._done_{att.id}(%s::tid[], %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             try:
                 with conn.transaction():
                     vectors, chunks = self._embed(engine, att, keys, contents)

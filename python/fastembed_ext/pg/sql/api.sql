@@ -532,7 +532,9 @@ $$;
 -- the queue of async attachments
 --
 -- Each async attachment has a queue table, fastembed_ext.queue_<id> (jobs: up to 64 keys of rows
--- to embed), and a failed table, fastembed_ext.failed_<id>, both owned by the attached table's
+-- to embed; no index and no sequence, which would double what a single-row INSERT pays; a claimed
+-- job is named by its ctid, which cannot change while the claim's lock holds it), and a failed
+-- table, fastembed_ext.failed_<id>, both owned by the attached table's
 -- owner, who alone reads them. Workers reach them through two functions of the attachment,
 -- fastembed_ext._claim_<id>(n) and fastembed_ext._done_<id>(...), owned by the table's owner and
 -- SECURITY DEFINER like its trigger function; members of fastembed_ext_worker may execute them, so
@@ -562,20 +564,21 @@ BEGIN
 END
 $$;
 
--- Claims the due jobs of attachment `id`'s queue, oldest first, until they hold `n` keys or
+-- Claims the due jobs of attachment `id`'s queue, oldest first (a sort of the queue: it has no
+-- index, and holds one row per 64 keys), until they hold `n` keys or
 -- there are no more: they stay locked (FOR UPDATE SKIP LOCKED, so other workers take others)
 -- until the caller's transaction ends. One row: the jobs, each key once with the text its row
 -- holds now (NULL when the row is gone or its text is NULL), and the attempts made so far. No row
 -- when nothing is due. Runs as the table's owner, through fastembed_ext._claim_<id>(n).
 CREATE OR REPLACE FUNCTION fastembed_ext._attachment_claim(id integer, n integer)
-RETURNS TABLE (jobs bigint[], keys text[], contents text[], attempts integer[])
+RETURNS TABLE (jobs tid[], keys text[], contents text[], attempts integer[])
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     att record := fastembed_ext._async_attachment(id);
     due refcursor;
     job record;
-    taken bigint[] := '{}';
+    taken tid[] := '{}';
     total integer := 0;
 BEGIN
     IF n IS NULL OR n < 1 OR n > 65536 THEN
@@ -584,12 +587,12 @@ BEGIN
     END IF;
     -- an explicit cursor fetches (and locks) one job at a time
     OPEN due FOR EXECUTE pg_catalog.format(
-        'SELECT q.id, pg_catalog.cardinality(q.keys) AS size FROM fastembed_ext.%I q '
-        'WHERE q.not_before <= pg_catalog.now() ORDER BY q.id FOR UPDATE SKIP LOCKED', 'queue_' || id);
+        'SELECT q.ctid AS job, pg_catalog.cardinality(q.keys) AS size FROM fastembed_ext.%I q '
+        'WHERE q.not_before <= pg_catalog.now() ORDER BY q.queued_at FOR UPDATE SKIP LOCKED', 'queue_' || id);
     LOOP
         FETCH due INTO job;
         EXIT WHEN NOT FOUND;
-        taken := taken || job.id;
+        taken := taken || job.job;
         total := total + job.size;
         EXIT WHEN total >= n;
     END LOOP;
@@ -600,7 +603,7 @@ BEGIN
     RETURN QUERY EXECUTE pg_catalog.format(
         'WITH k AS (SELECT u.key, pg_catalog.max(q.attempts) AS attempts '
         '           FROM fastembed_ext.%1$I q, pg_catalog.unnest(q.keys) AS u(key) '
-        '           WHERE q.id = ANY ($1) GROUP BY u.key) '
+        '           WHERE q.ctid = ANY ($1) GROUP BY u.key) '
         'SELECT $1, pg_catalog.array_agg(k.key ORDER BY k.key), '
         '       pg_catalog.array_agg(t.%2$I::text ORDER BY k.key), pg_catalog.array_agg(k.attempts ORDER BY k.key) '
         'FROM k LEFT JOIN ONLY %3$s t ON t.%4$I = k.key::%5$s',
@@ -621,7 +624,7 @@ $$;
 -- Returns the number of vectors written. Runs as the table's owner, through
 -- fastembed_ext._done_<id>(...).
 CREATE OR REPLACE FUNCTION fastembed_ext._attachment_done(
-    id integer, jobs bigint[], keys text[], contents text[], vectors text[],
+    id integer, jobs tid[], keys text[], contents text[], vectors text[],
     failed_keys text[], errors text[], failed_attempts integer[], max_attempts integer,
     retry_seconds double precision, chunk_keys text[], chunk_index integer[], chunk_starts integer[],
     chunk_ends integer[], chunk_vectors text[])
@@ -693,7 +696,7 @@ BEGIN
             'failed_at = pg_catalog.now()', 'failed_' || id)
         USING failed_keys, errors, failed_attempts, max_attempts;
     END IF;
-    EXECUTE pg_catalog.format('DELETE FROM fastembed_ext.%I q WHERE q.id = ANY ($1)', 'queue_' || id) USING jobs;
+    EXECUTE pg_catalog.format('DELETE FROM fastembed_ext.%I q WHERE q.ctid = ANY ($1)', 'queue_' || id) USING jobs;
     IF pg_catalog.cardinality(written) > 0 THEN
         PERFORM fastembed_ext._record_completions(id, pg_catalog.cardinality(written));
     END IF;
@@ -816,7 +819,7 @@ DECLARE
     att record;
     fn text := pg_catalog.format('fastembed_ext._embed_rows_%s()', id);
     claim text := pg_catalog.format('fastembed_ext._claim_%s(integer)', id);
-    done text := pg_catalog.format('fastembed_ext._done_%s(bigint[], text[], text[], text[], text[], text[], '
+    done text := pg_catalog.format('fastembed_ext._done_%s(tid[], text[], text[], text[], text[], text[], '
                                    'integer[], integer, double precision, text[], integer[], integer[], '
                                    'integer[], text[])', id);
     queue text := pg_catalog.format('fastembed_ext.%I', 'queue_' || id);
@@ -910,8 +913,7 @@ BEGIN
     END IF;
     -- the queue and failed tables (kept when they exist: they hold pending work)
     EXECUTE pg_catalog.format(
-        'CREATE TABLE IF NOT EXISTS %s (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, '
-        'keys text[] NOT NULL, attempts integer NOT NULL DEFAULT 0, '
+        'CREATE TABLE IF NOT EXISTS %s (keys text[] NOT NULL, attempts integer NOT NULL DEFAULT 0, '
         'not_before timestamptz NOT NULL DEFAULT pg_catalog.now(), '
         'queued_at timestamptz NOT NULL DEFAULT pg_catalog.now(), last_error text)', queue);
     EXECUTE pg_catalog.format(
@@ -924,11 +926,11 @@ BEGIN
     -- what workers call, with the owner's rights
     EXECUTE pg_catalog.format(
         'CREATE FUNCTION fastembed_ext.%I(n integer) '
-        'RETURNS TABLE (jobs bigint[], keys text[], contents text[], attempts integer[]) '
+        'RETURNS TABLE (jobs tid[], keys text[], contents text[], attempts integer[]) '
         'LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp '
         'AS %L', '_claim_' || id, pg_catalog.format('SELECT * FROM fastembed_ext._attachment_claim(%s, n)', id));
     EXECUTE pg_catalog.format(
-        'CREATE FUNCTION fastembed_ext.%I(jobs bigint[], keys text[], contents text[], vectors text[], '
+        'CREATE FUNCTION fastembed_ext.%I(jobs tid[], keys text[], contents text[], vectors text[], '
         'failed_keys text[], errors text[], failed_attempts integer[], max_attempts integer, '
         'retry_seconds double precision, chunk_keys text[], chunk_index integer[], chunk_starts integer[], '
         'chunk_ends integer[], chunk_vectors text[]) RETURNS integer '
