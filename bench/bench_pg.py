@@ -95,13 +95,8 @@ def first_calls(c: cluster.Cluster, library: Path, minilm: str, n: int) -> None:
         old_script.unlink(missing_ok=True)
 
 
-def async_figures(dsn: str, enc, docs: list[str], rounds: int = 5, drain_rounds: int = 2) -> None:
-    import subprocess
-    import sys
-
-    from fastembed_ext.pg.worker import WorkerOptions, run_worker
-
-    n = len(docs)
+def async_figures(dsn: str, enc, docs: list[str], rounds: int = 5, drain_rounds: int = 2,
+                  inserts_only: bool = False) -> None:
     singles = docs[:1000]
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS asrc, plain, queued")
@@ -121,7 +116,26 @@ def async_figures(dsn: str, enc, docs: list[str], rounds: int = 5, drain_rounds:
             c.execute("VACUUM ANALYZE plain, queued")
             c.execute(f"VACUUM ANALYZE fastembed_ext.queue_{att}")
 
+    for durable in (False, True):
+        insert_figures(dsn, docs, singles, reset, rounds, durable)
+    if inserts_only:
+        return
+    drain_figures(dsn, enc, docs, reset, drain_rounds)
+
+
+def insert_figures(dsn: str, docs: list[str], singles: list[str], reset, rounds: int, durable: bool) -> None:
+    """INSERT into the async-attached table against the plain one. `durable`: with fsync,
+    full_page_writes and synchronous_commit on, as a production server runs (the bench's cluster
+    runs without them), so that each single-row statement pays for its commit's WAL flush."""
+    n = len(docs)
     with psycopg.connect(dsn, autocommit=True) as conn:
+        for name in ("fsync", "full_page_writes"):
+            conn.execute(f"ALTER SYSTEM SET {name} = {'on' if durable else 'off'}")
+        conn.execute("SELECT pg_reload_conf()")
+        time.sleep(0.5)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"SET synchronous_commit = {'on' if durable else 'off'}")
+        label = "durable (fsync, synchronous_commit on)" if durable else "fsync and synchronous_commit off"
         best: dict[tuple[str, str], float] = {}
         for _ in range(rounds):
             for t in ("plain", "queued"):
@@ -136,11 +150,20 @@ def async_figures(dsn: str, enc, docs: list[str], rounds: int = 5, drain_rounds:
                 many = time.perf_counter() - start
                 best[t, "one"] = min(best.get((t, "one"), 1e9), one)
                 best[t, "many"] = min(best.get((t, "many"), 1e9), many)
-        print(f"async attach, INSERT of {n} rows in one statement: {best['queued', 'one'] * 1000:.0f} ms vs "
+        print(f"async attach, {label}:")
+        print(f"  INSERT of {n} rows in one statement: {best['queued', 'one'] * 1000:.0f} ms vs "
               f"{best['plain', 'one'] * 1000:.0f} ms unattached, ratio {best['queued', 'one'] / best['plain', 'one']:.2f}")
-        print(f"async attach, {len(singles)} single-row INSERTs: {best['queued', 'many'] * 1000:.0f} ms vs "
+        print(f"  {len(singles)} single-row INSERTs: {best['queued', 'many'] * 1000:.0f} ms vs "
               f"{best['plain', 'many'] * 1000:.0f} ms unattached, ratio {best['queued', 'many'] / best['plain', 'many']:.2f}")
 
+
+def drain_figures(dsn: str, enc, docs: list[str], reset, drain_rounds: int) -> None:
+    import subprocess
+    import sys
+
+    from fastembed_ext.pg.worker import WorkerOptions, run_worker
+
+    n = len(docs)
     # one worker against Encoder.encode on the same texts, alternating, best of each
     encode_rate = drain_rate = 0.0
     for _ in range(drain_rounds):
@@ -182,6 +205,7 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=8, help="new connections per side for the first-call figures")
     ap.add_argument("--async-rows", type=int, default=10_000, help="texts for the async attachment figures (0: none)")
     ap.add_argument("--only-async", action="store_true", help="only the async attachment figures")
+    ap.add_argument("--async-inserts-only", action="store_true", help="of those, only the INSERT figures")
     args = ap.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="fastembed_ext_bench_"))
@@ -198,7 +222,7 @@ def main() -> None:
             minilm = conn.execute("SELECT path FROM fastembed_ext.models WHERE name = 'minilm'").fetchone()[0]
         enc = fastembed_ext.Encoder(minilm)
         if args.async_rows:
-            async_figures(dsn, enc, texts(args.async_rows, 3))
+            async_figures(dsn, enc, texts(args.async_rows, 3), inserts_only=args.async_inserts_only)
         if args.only_async:
             return
         first_calls(c, root / "lib" / fastembed_ext.__version__, minilm, args.connections)
