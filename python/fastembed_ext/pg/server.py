@@ -20,6 +20,8 @@ import numpy as np
 
 import fastembed_ext
 
+from .vectors import vector_literal
+
 # Versions of the SQL install script this module serves.
 SQL_VERSIONS = ("0.1.0",)
 
@@ -162,11 +164,6 @@ def resolve(plpy, model: str | None) -> tuple[str, fastembed_ext.Encoder]:
         sqlstate="42704",
     )
     raise AssertionError("unreachable")
-
-
-def vector_literal(v: np.ndarray) -> str:
-    """pgvector's text form; repr() of each float32 widened to double reads back exactly."""
-    return "[" + ",".join(map(repr, v.tolist())) + "]"
 
 
 def _encode(plpy, name: str, enc, texts: list[str]) -> np.ndarray:

@@ -35,6 +35,7 @@ import fastembed_ext
 
 from .client import connect, error_text
 from .errors import PgError
+from .vectors import vector_literal
 
 CHANNEL = "fastembed_ext_queue"
 # Bounds of the settings (each checked, with the bound in the message).
@@ -91,11 +92,6 @@ class WorkerReport:
     retried: int = 0  # rows sent back to the queue after a failure
     failed: int = 0  # rows moved to a failed table
     seconds: float = 0.0
-
-
-def _literal(vector) -> str:
-    # repr() of each float32 widened to double reads back exactly
-    return "[" + ",".join(map(repr, vector.tolist())) + "]"
 
 
 class Engines:
@@ -260,7 +256,7 @@ class Worker:
             for warning in caught:
                 self.log(f"worker: {att.table}.{att.vector_column}: {warning.message}; attach with "
                          "chunking => fastembed_ext.token_windows() to embed whole documents")
-        literals = [_literal(v) for v in vectors]
+        literals = [vector_literal(v) for v in vectors]
         for i, literal in zip(present, literals):
             out[i] = literal
         rest = literals[len(present):]

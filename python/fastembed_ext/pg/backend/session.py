@@ -12,6 +12,7 @@ from typing import Any
 
 import fastembed_ext
 
+from ..vectors import vector_literal
 from . import models, tables
 from .errors import entry, fail, from_engine
 from .models import Model
@@ -79,8 +80,7 @@ class Backend:
             if issubclass(warning.category, fastembed_ext.TruncationWarning):
                 plpy.notice(f'fastembed_ext: model "{model.name}": {warning.message}',
                             hint="Split long documents into passages, and embed each passage.")
-        # repr() of each float32 widened to double reads back exactly
-        return ["[" + ",".join(map(repr, v.tolist())) + "]" for v in vectors]
+        return [vector_literal(v) for v in vectors]
 
     # ----------------------------------------------------------------------- entry points
 
