@@ -180,6 +180,31 @@ def _embed_literals(backend: Backend, plpy, model: Model, enc, texts: list[str |
     return out
 
 
+def _vector_schema(plpy) -> str:
+    """The schema pgvector was created in, quoted: its operators and opclasses are named through it."""
+    return plpy.quote_ident(plpy.execute(
+        "SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n "
+        "ON n.oid = e.extnamespace WHERE e.extname = 'vector'"
+    )[0]["nspname"])
+
+
+def _opclass(col: dict[str, Any], enc) -> str:
+    """The HNSW operator class for a vector column and a model: cosine, or inner product."""
+    return f"{col['base']}_{'cosine' if enc.similarity == 'cosine' else 'ip'}_ops"
+
+
+def _fit_name(relname: str, vector_name: str, suffix: str) -> str:
+    """``<table>_<column>_<suffix>``; when that passes PostgreSQL's 63 bytes, its first 54 bytes
+    and a hash of both names instead."""
+    name = f"{relname}_{vector_name}_{suffix}"
+    if len(name.encode()) <= 63:
+        return name
+    import hashlib  # here, not at import: it loads OpenSSL, a few ms of every new backend
+
+    digest = hashlib.sha1(f"{relname}\0{vector_name}".encode()).hexdigest()[:8]
+    return name.encode()[: 63 - 9].decode(errors="ignore") + "_" + digest
+
+
 def _chunking(plpy, chunking: str | None, mode: str, enc) -> dict[str, int | None] | None:
     """The checked `chunking` argument (jsonb, as text): {"window": tokens or null, "overlap": tokens}."""
     if chunking is None:
@@ -214,12 +239,7 @@ def _chunk_table(plpy, t: Table, vector_name: str, key_name: str, vcol: dict[str
     HNSW index, owned by the caller (the table's owner); returns its regclass text."""
     info = plpy.execute(f"SELECT c.relname, n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
                         f"ON n.oid = c.relnamespace WHERE c.oid = {t.oid}")[0]
-    name = f"{info['relname']}_{vector_name}_chunks"
-    if len(name.encode()) > 63:
-        import hashlib
-
-        digest = hashlib.sha1(f"{info['relname']}\0{vector_name}".encode()).hexdigest()[:8]
-        name = name.encode()[: 63 - 16].decode(errors="ignore") + "_" + digest + "_chunks"
+    name = _fit_name(info["relname"], vector_name, "chunks")
     qualified = f"{plpy.quote_ident(info['nspname'])}.{plpy.quote_ident(name)}"
     key_type = column(plpy, t, key_name, "key")["typname"]
     plpy.execute(
@@ -227,13 +247,9 @@ def _chunk_table(plpy, t: Table, vector_name: str, key_name: str, vcol: dict[str
         f"span pg_catalog.int4range NOT NULL, embedding {vcol['typname']} NOT NULL, PRIMARY KEY (key, chunk))"
     )
     if vcol["typmod"] > 0 and vcol["typmod"] <= HNSW_MAX_DIMS[vcol["base"]]:
-        vector_schema = plpy.execute(
-            "SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n "
-            "ON n.oid = e.extnamespace WHERE e.extname = 'vector'")[0]["nspname"]
-        opclass = f"{vcol['base']}_{'cosine' if enc.similarity == 'cosine' else 'ip'}_ops"
-        index = (name[:58] if len(name.encode()) <= 58 else name.encode()[:58].decode(errors="ignore")) + "_hnsw"
+        index = _fit_name(name, "embedding", "hnsw")  # as create_embedding_index names it
         plpy.execute(f"CREATE INDEX IF NOT EXISTS {plpy.quote_ident(index)} ON {qualified} USING hnsw "
-                     f"(embedding {plpy.quote_ident(vector_schema)}.{opclass})")
+                     f"(embedding {_vector_schema(plpy)}.{_opclass(vcol, enc)})")
     return plpy.execute(f"SELECT {plpy.quote_literal(qualified)}::pg_catalog.regclass::text AS r")[0]["r"]
 
 
@@ -485,12 +501,7 @@ def _model_for(backend: Backend, plpy, t: Table, vector_name: str, col: dict[str
 def _index_name(plpy, t: Table, vector_name: str) -> str:
     """``<table>_<column>_hnsw``, shortened with a hash to fit 63 bytes, numbered if taken."""
     relname = plpy.execute(f"SELECT relname, relnamespace FROM pg_catalog.pg_class WHERE oid = {t.oid}")[0]
-    base = f"{relname['relname']}_{vector_name}_hnsw"
-    if len(base.encode()) > 63:
-        import hashlib  # here, not at import: it loads OpenSSL, a few ms of every new backend
-
-        digest = hashlib.sha1(f"{relname['relname']}\0{vector_name}".encode()).hexdigest()[:8]
-        base = base.encode()[: 63 - 9].decode(errors="ignore") + "_" + digest
+    base = _fit_name(relname["relname"], vector_name, "hnsw")
     taken = {
         r["relname"]
         for r in plpy.execute(
@@ -519,7 +530,7 @@ def create_index(backend: Backend, plpy, tbl, vector_name, model_name, m, ef_con
              sqlstate="54000", detail=f"Column \"{vector_name}\" has {col['typmod']}.", hint="Use halfvec (up to 4000 dimensions), or a model with fewer dimensions.")
     model, enc = _model_for(backend, plpy, t, vector_name, col, model_name)
     check_dim(model, enc, t, vector_name, col)
-    opclass = f"{col['base']}_{'cosine' if enc.similarity == 'cosine' else 'ip'}_ops"
+    opclass = _opclass(col, enc)
     existing = plpy.execute(
         "SELECT i.indexrelid::pg_catalog.regclass::text AS name FROM pg_catalog.pg_index i "
         "JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid JOIN pg_catalog.pg_am am ON am.oid = ic.relam "
@@ -529,14 +540,10 @@ def create_index(backend: Backend, plpy, tbl, vector_name, model_name, m, ef_con
     )
     if existing:
         return existing[0]["name"]
-    vector_schema = plpy.execute(
-        "SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n "
-        "ON n.oid = e.extnamespace WHERE e.extname = 'vector'"
-    )[0]["nspname"]
     name = _index_name(plpy, t, vector_name)
     plpy.execute(
         f"CREATE INDEX {plpy.quote_ident(name)} ON {t.sql} USING hnsw "
-        f"({plpy.quote_ident(vector_name)} {plpy.quote_ident(vector_schema)}.{opclass}) "
+        f"({plpy.quote_ident(vector_name)} {_vector_schema(plpy)}.{opclass}) "
         f"WITH (m = {m}, ef_construction = {ef_construction})"
     )
     return plpy.execute(
@@ -566,31 +573,24 @@ def search(backend: Backend, plpy, tbl, vector_name, query, k, model_name) -> li
         key = primary[0]["attname"]
     model, enc = _model_for(backend, plpy, t, vector_name, col, model_name)
     check_dim(model, enc, t, vector_name, col)
-    vector_schema = plpy.quote_ident(plpy.execute(
-        "SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n "
-        "ON n.oid = e.extnamespace WHERE e.extname = 'vector'"
-    )[0]["nspname"])
-    c, kq = plpy.quote_ident(vector_name), plpy.quote_ident(key)
+    vector_schema = _vector_schema(plpy)
     op = "<=>" if enc.similarity == "cosine" else "<#>"
+
+    def score(v: str) -> str:  # larger is nearer, for either operator
+        return (f"1 - ({v} OPERATOR({vector_schema}.<=>) $1)" if op == "<=>"
+                else f"-({v} OPERATOR({vector_schema}.<#>) $1)")
+
     if att is not None and att.get("chunk_table") is not None:
         # A chunked attachment: the best chunks through their HNSW index, a few per document
         # wanted, then each document's best chunk.
-        score = (f"1 - (ch.embedding OPERATOR({vector_schema}.<=>) $1)" if op == "<=>"
-                 else f"-(ch.embedding OPERATOR({vector_schema}.<#>) $1)")
-        plan = plpy.prepare(
-            f"SELECT b.key::text AS key, pg_catalog.max(b.score)::float8 AS score FROM ("
-            f"SELECT ch.key, ({score}) AS score FROM {att['chunk_table']} ch "
-            f"ORDER BY ch.embedding OPERATOR({vector_schema}.{op}) $1 LIMIT $2 * {CHUNKS_PER_HIT}) b "
-            "GROUP BY b.key ORDER BY 2 DESC LIMIT $2",
-            [col["typname"], "bigint"],
-        )
-        (vector,) = backend.literals(plpy, model, enc, [query])
-        return [(r["key"], r["score"]) for r in plpy.execute(plan, [vector, k])]
-    score = f"1 - (t.{c} OPERATOR({vector_schema}.<=>) $1)" if op == "<=>" else f"-(t.{c} OPERATOR({vector_schema}.<#>) $1)"
-    plan = plpy.prepare(
-        f"SELECT t.{kq}::text AS key, ({score})::float8 AS score FROM {t.sql} t "
-        f"ORDER BY t.{c} OPERATOR({vector_schema}.{op}) $1 LIMIT $2",
-        [col["typname"], "bigint"],
-    )
+        sql = (f"SELECT b.key::text AS key, pg_catalog.max(b.score)::float8 AS score FROM ("
+               f"SELECT ch.key, ({score('ch.embedding')}) AS score FROM {att['chunk_table']} ch "
+               f"ORDER BY ch.embedding OPERATOR({vector_schema}.{op}) $1 LIMIT $2 * {CHUNKS_PER_HIT}) b "
+               "GROUP BY b.key ORDER BY 2 DESC LIMIT $2")
+    else:
+        c, kq = plpy.quote_ident(vector_name), plpy.quote_ident(key)
+        sql = (f"SELECT t.{kq}::text AS key, ({score('t.' + c)})::float8 AS score FROM {t.sql} t "
+               f"ORDER BY t.{c} OPERATOR({vector_schema}.{op}) $1 LIMIT $2")
+    plan = plpy.prepare(sql, [col["typname"], "bigint"])
     (vector,) = backend.literals(plpy, model, enc, [query])
     return [(r["key"], r["score"]) for r in plpy.execute(plan, [vector, k])]
