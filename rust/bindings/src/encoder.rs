@@ -102,8 +102,8 @@ impl PyEncoder {
 
     /// The most tokens of a text one vector sees: max_seq_length less the special tokens.
     #[getter]
-    fn window_tokens(&self) -> PyResult<usize> {
-        self.inner.window_tokens().map_err(to_py_err)
+    fn window_tokens(&self) -> usize {
+        self.inner.window_tokens()
     }
 
     #[getter]

@@ -204,11 +204,10 @@ impl Encoder {
     }
 
     /// The most tokens of a text one vector sees: `max_seq_length` less the special tokens.
-    pub fn window_tokens(&self) -> Result<usize> {
-        Ok(self
-            .manifest
+    pub fn window_tokens(&self) -> usize {
+        self.manifest
             .max_seq_length
-            .saturating_sub(self.tokenizer.special_tokens()?))
+            .saturating_sub(self.tokenizer.special_tokens())
     }
 
     /// Character spans of the windows that cut `text` into pieces this model embeds whole:
@@ -220,7 +219,7 @@ impl Encoder {
         window: Option<usize>,
         overlap: usize,
     ) -> Result<Vec<(usize, usize)>> {
-        let most = self.window_tokens()?;
+        let most = self.window_tokens();
         let window = window.unwrap_or(most);
         if window > most {
             return Err(Error::InvalidArgument(format!(

@@ -6,7 +6,8 @@ use std::sync::OnceLock;
 
 use tch::Tensor;
 use tokenizers::{
-    PaddingParams, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
+    PaddingParams, PostProcessor, Tokenizer, TruncationDirection, TruncationParams,
+    TruncationStrategy,
 };
 
 use crate::error::{Error, Result};
@@ -14,6 +15,8 @@ use crate::error::{Error, Result};
 pub struct TextTokenizer {
     inner: Tokenizer,
     pad_token_id: i64,
+    /// Tokens the post-processor adds to every text ([CLS] and [SEP], <s> and </s>).
+    special_tokens: usize,
     /// The same tokenizer without truncation, made on the first call that cuts texts into windows.
     untruncated: OnceLock<Tokenizer>,
 }
@@ -52,9 +55,13 @@ impl TextTokenizer {
                 format!("pad_token_id {pad_token_id} is not in the vocabulary"),
             ));
         }
+        let special_tokens = inner
+            .get_post_processor()
+            .map_or(0, |post| post.added_tokens(false));
         Ok(Self {
             inner,
             pad_token_id: i64::from(pad_token_id),
+            special_tokens,
             untruncated: OnceLock::new(),
         })
     }
@@ -88,12 +95,8 @@ impl TextTokenizer {
     }
 
     /// How many special tokens the tokenizer adds to every text ([CLS] and [SEP], <s> and </s>).
-    pub fn special_tokens(&self) -> Result<usize> {
-        let with = self
-            .inner
-            .encode("", true)
-            .map_err(|err| Error::Tokenize(err.to_string()))?;
-        Ok(with.get_ids().len())
+    pub fn special_tokens(&self) -> usize {
+        self.special_tokens
     }
 
     /// Character spans `[start, end)` of windows of at most `window` tokens (special tokens not
