@@ -58,6 +58,14 @@ def rss_kib(pid: int) -> int:
     return -1
 
 
+def source_table(conn, name: str, docs: list[str]) -> None:
+    """Table `name` (id, body) holding `docs`, for INSERT ... SELECT figures."""
+    conn.execute(f"CREATE TABLE {name} (id int PRIMARY KEY, body text)")
+    with conn.cursor().copy(f"COPY {name} (id, body) FROM STDIN") as cp:
+        for i, d in enumerate(docs):
+            cp.write_row((i, d))
+
+
 def first_calls(c: cluster.Cluster, library: Path, minilm: str, n: int) -> None:
     """A new connection's first embed() and its backend's RSS, this version against 0.1.0's SQL objects."""
     current = fastembed_ext.__version__
@@ -100,10 +108,7 @@ def async_figures(dsn: str, enc, docs: list[str], rounds: int = 5, drain_rounds:
     singles = docs[:1000]
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS asrc, plain, queued")
-        conn.execute("CREATE TABLE asrc (id int PRIMARY KEY, body text)")
-        with conn.cursor().copy("COPY asrc (id, body) FROM STDIN") as cp:
-            for i, d in enumerate(docs):
-                cp.write_row((i, d))
+        source_table(conn, "asrc", docs)
         for t in ("plain", "queued"):
             conn.execute(f"CREATE TABLE {t} (id int PRIMARY KEY, body text, embedding vector(384))")
         conn.execute("SELECT fastembed_ext.attach_embedding('queued', 'body', 'embedding', 'minilm', mode => 'async')")
@@ -240,10 +245,7 @@ def main() -> None:
 
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("SELECT embed('warm up', 'minilm')")
-            conn.execute("CREATE TABLE src (id int PRIMARY KEY, body text)")
-            with conn.cursor().copy("COPY src (id, body) FROM STDIN") as cp:
-                for i, d in enumerate(docs):
-                    cp.write_row((i, d))
+            source_table(conn, "src", docs)
             conn.execute(
                 "CREATE TABLE gen (id int PRIMARY KEY, body text, "
                 "embedding vector(384) GENERATED ALWAYS AS (embed(body, 'minilm')) STORED)"
