@@ -103,7 +103,7 @@ def first_calls(c: cluster.Cluster, library: Path, minilm: str, n: int) -> None:
         old_script.unlink(missing_ok=True)
 
 
-def async_figures(dsn: str, enc, docs: list[str], rounds: int = 5, drain_rounds: int = 2,
+def async_figures(dsn: str, enc, docs: list[str], rounds: int = 21, drain_rounds: int = 2,
                   inserts_only: bool = False) -> None:
     singles = docs[:1000]
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -141,7 +141,7 @@ def insert_figures(dsn: str, docs: list[str], singles: list[str], reset, rounds:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"SET synchronous_commit = {'on' if durable else 'off'}")
         label = "durable (fsync, synchronous_commit on)" if durable else "fsync and synchronous_commit off"
-        best: dict[tuple[str, str], float] = {}
+        times: dict[tuple[str, str], list[float]] = {}
         for _ in range(rounds):
             for t in ("plain", "queued"):
                 reset()
@@ -153,13 +153,13 @@ def insert_figures(dsn: str, docs: list[str], singles: list[str], reset, rounds:
                 for i, d in enumerate(singles):
                     conn.execute(f"INSERT INTO {t} (id, body) VALUES (%s, %s)", (i, d))
                 many = time.perf_counter() - start
-                best[t, "one"] = min(best.get((t, "one"), 1e9), one)
-                best[t, "many"] = min(best.get((t, "many"), 1e9), many)
-        print(f"async attach, {label}:")
-        print(f"  INSERT of {n} rows in one statement: {best['queued', 'one'] * 1000:.0f} ms vs "
-              f"{best['plain', 'one'] * 1000:.0f} ms unattached, ratio {best['queued', 'one'] / best['plain', 'one']:.2f}")
-        print(f"  {len(singles)} single-row INSERTs: {best['queued', 'many'] * 1000:.0f} ms vs "
-              f"{best['plain', 'many'] * 1000:.0f} ms unattached, ratio {best['queued', 'many'] / best['plain', 'many']:.2f}")
+                times.setdefault((t, "one"), []).append(one)
+                times.setdefault((t, "many"), []).append(many)
+        print(f"async attach, {label} ({rounds} alternating rounds; best, and median in brackets):")
+        for kind, what in (("one", f"INSERT of {n} rows in one statement"), ("many", f"{len(singles)} single-row INSERTs")):
+            q, p = times["queued", kind], times["plain", kind]
+            print(f"  {what}: {min(q) * 1000:.0f} ms vs {min(p) * 1000:.0f} ms unattached, ratio {min(q) / min(p):.2f} "
+                  f"({statistics.median(q) / statistics.median(p):.2f})")
 
 
 def drain_figures(dsn: str, enc, docs: list[str], reset, drain_rounds: int) -> None:

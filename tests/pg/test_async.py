@@ -410,3 +410,32 @@ def test_renamed_columns_keep_queueing(roles, worker_dsn, docs, encoder):
     with connect(roles["fe_owner"]) as c:
         body, vector = c.execute("SELECT content, embedding::real[] FROM docs").fetchone()
         assert np.abs(np.asarray(vector, np.float32) - encoder.encode(body)).max() < 1e-5
+
+
+def test_queue_holds_keys_of_the_key_columns_type_and_follows_a_type_change(roles, worker_dsn, encoder):
+    """A queue's keys are of its key column's type (the INSERT trigger aggregates them as they
+    are); ALTER COLUMN ... TYPE of the key converts the pending keys, and they still drain."""
+    with connect(roles["fe_owner"]) as c:
+        c.execute("DROP TABLE IF EXISTS coded")
+        c.execute("CREATE TABLE coded (code varchar(12) PRIMARY KEY, body text, embedding vector(384))")
+        c.execute("INSERT INTO coded VALUES ('before', 'queued by the backfill')")
+        c.execute("SELECT fastembed_ext.attach_embedding('coded', 'body', 'embedding', 'minilm', mode => 'async')")
+        att = c.execute("SELECT id FROM fastembed_ext.attachments WHERE tbl = 'coded'::regclass").fetchone()[0]
+        keys_type = (f"SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                     f"WHERE attrelid = 'fastembed_ext.queue_{att}'::regclass AND attname = 'keys'")
+        assert c.execute(keys_type).fetchone() == ("character varying(12)[]",)
+        c.execute("INSERT INTO coded SELECT 'k' || i, 'coded row ' || i FROM generate_series(1, 100) i")
+        c.execute("UPDATE coded SET body = 'coded row 7, changed' WHERE code = 'k7'")
+        c.execute("ALTER TABLE coded ALTER COLUMN code TYPE text")
+        assert c.execute(keys_type).fetchone() == ("text[]",)
+        c.execute("INSERT INTO coded VALUES ('after', 'queued after the type change')")
+        backlog = c.execute("SELECT backlog FROM fastembed_ext.queue_status WHERE tbl = 'coded'::regclass").fetchone()
+        assert backlog == (103,)  # 1 + 100 + the update's 1 (a job per statement) + 1
+    report = run_worker(_options(worker_dsn), log=lambda line: None)
+    assert report.embedded == 102 and report.failed == 0
+    with connect(roles["fe_owner"]) as c:
+        rows = c.execute("SELECT body, embedding::real[] FROM coded ORDER BY code").fetchall()
+        assert len(rows) == 102 and all(v is not None for _, v in rows)
+        want = encoder.encode([b for b, _ in rows])
+        assert np.abs(np.asarray([v for _, v in rows], np.float32) - want).max() < 1e-5
+        c.execute("DROP TABLE coded")

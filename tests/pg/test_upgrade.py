@@ -270,22 +270,31 @@ def test_a_missing_or_mismatched_library_is_named(new_database, library_root_set
 PREVIOUS = "0.2.0"
 
 
-@pytest.fixture
-def previous_release(dsn, library_root):
-    """0.2.0's install script in the server's extension directory, and a library recorded as 0.2.0
-    (this one: it serves 0.2.0's SQL functions, whose names and arguments it keeps)."""
-    target = SHARE / f"fastembed_ext--{PREVIOUS}.sql"
+def _frozen_release(version: str, library_root: Path):
+    """`version`'s install script in the server's extension directory, and a library recorded as
+    `version` (this one: it serves that release's SQL functions, whose names and arguments it keeps)."""
+    target = SHARE / f"fastembed_ext--{version}.sql"
     shutil.copyfile(FROZEN.with_name(target.name), target)
-    library = library_root / PREVIOUS
+    library = library_root / version
     shutil.rmtree(library, ignore_errors=True)
     shutil.copytree(library_root / fastembed_ext.__version__, library, copy_function=os.link)
     manifest = library / "fastembed_ext.library.json"
     recorded = json.loads(manifest.read_text())
     manifest.unlink()  # not written through: the link shares the real library's file
-    manifest.write_text(json.dumps({**recorded, "version": PREVIOUS}))
+    manifest.write_text(json.dumps({**recorded, "version": version}))
     yield
     target.unlink()
     shutil.rmtree(library, ignore_errors=True)
+
+
+@pytest.fixture
+def previous_release(dsn, library_root):
+    yield from _frozen_release(PREVIOUS, library_root)
+
+
+@pytest.fixture
+def release_0_3_0(dsn, library_root):
+    yield from _frozen_release("0.3.0", library_root)
 
 
 def test_update_from_0_2_0_keeps_attachments_and_adds_async(previous_release, new_database, roles,
@@ -333,6 +342,65 @@ def test_update_from_0_2_0_keeps_attachments_and_adds_async(previous_release, ne
     with connect(old) as c:
         upgraded = _shape(c)
     fresh = new_database("fe_fresh_020")
+    with connect(fresh) as c:
+        c.execute("CREATE EXTENSION fastembed_ext CASCADE")
+        assert _shape(c) == upgraded
+
+
+def test_update_from_0_3_0_converts_pending_queues_to_the_key_type(release_0_3_0, new_database, roles,
+                                                                  minilm_bundle_path, encoder):
+    """0.3.0's queues hold keys as text; the update converts them, pending and retrying jobs and
+    failed rows kept, to the key column's type, and a worker drains them into the right rows."""
+    from fastembed_ext.pg.worker import WorkerOptions, run_worker
+
+    old = new_database("fe_upgrade_030")
+    owner = old.replace("dbname=fe_upgrade_030", "dbname=fe_upgrade_030 user=fe_owner")
+    with connect(old) as c:
+        c.execute("CREATE EXTENSION fastembed_ext VERSION '0.3.0' CASCADE")
+        c.execute("SELECT fastembed_ext.register_model('minilm', %s)", (minilm_bundle_path,))
+        c.execute("GRANT CREATE ON SCHEMA public TO fe_owner")
+    with connect(owner) as c:
+        c.execute("CREATE TABLE q (id bigint PRIMARY KEY, body text, embedding vector(384))")
+        c.execute("INSERT INTO q SELECT i, 'queued row ' || i FROM generate_series(1, 150) i")
+        c.execute("SELECT fastembed_ext.attach_embedding('q', 'body', 'embedding', 'minilm', mode => 'async')")
+        c.execute("INSERT INTO q SELECT i, 'inserted row ' || i FROM generate_series(151, 300) i")
+        c.execute("UPDATE q SET body = 'updated row 5' WHERE id = 5")
+        c.execute("CREATE TABLE s (code text PRIMARY KEY, body text, embedding vector(384))")
+        c.execute("SELECT fastembed_ext.attach_embedding('s', 'body', 'embedding', 'minilm', mode => 'async')")
+        c.execute("INSERT INTO s VALUES ('a', 'text keyed a'), ('b', 'text keyed b')")
+        att = c.execute("SELECT id FROM fastembed_ext.attachments WHERE tbl = 'q'::regclass").fetchone()[0]
+        # a failed row, as 0.3.0's worker leaves one: out of its job, into the failed table
+        c.execute(f"UPDATE fastembed_ext.queue_{att} SET keys = array_remove(keys, '9') WHERE '9' = ANY (keys)")
+        c.execute(f"INSERT INTO fastembed_ext.failed_{att} (key, error, attempts) VALUES ('9', 'it failed', 5)")
+        before = c.execute("SELECT tbl::text, backlog, failed FROM fastembed_ext.queue_status ORDER BY 1").fetchall()
+        assert before == [("q", 300, 1), ("s", 2, 0)]
+
+    with connect(old) as c:
+        c.execute("ALTER EXTENSION fastembed_ext UPDATE")
+
+    with connect(owner) as c:
+        assert c.execute("SELECT tbl::text, backlog, failed FROM fastembed_ext.queue_status ORDER BY 1").fetchall() == before
+        types = c.execute("SELECT c.relname, format_type(a.atttypid, a.atttypmod) FROM fastembed_ext.attachments x "
+                          "JOIN pg_class c ON c.relname = 'queue_' || x.id JOIN pg_attribute a ON a.attrelid = c.oid "
+                          "AND a.attname = 'keys' ORDER BY x.tbl::text").fetchall()
+        assert [t for _, t in types] == ["bigint[]", "text[]"]
+        assert c.execute("SELECT fastembed_ext.retry_failed('q', 'embedding')").fetchone() == (1,)
+        c.execute("INSERT INTO q VALUES (301, 'inserted after the update')")
+    report = run_worker(WorkerOptions(dsn=old, once=True), log=lambda line: None)
+    assert report.embedded >= 303 and report.failed == 0  # a key queued twice may be embedded twice
+    with connect(owner) as c:
+        for t in ("q", "s"):
+            got = _vectors(c, t)
+            bodies = sorted(got)
+            assert np.abs(np.stack([got[b] for b in bodies]) - encoder.encode(bodies)).max() < 1e-5
+        assert c.execute("SELECT body FROM q WHERE id = 5").fetchone() == ("updated row 5",)
+        assert c.execute("SELECT backlog, failed FROM fastembed_ext.queue_status WHERE tbl = 'q'::regclass").fetchone() == (0, 0)
+        c.execute("DROP TABLE q, s")  # with their queues: the fresh database below has none
+    with connect(old) as c:
+        assert c.execute("SELECT array_agg(relname) FROM pg_class WHERE relnamespace = 'fastembed_ext'::regnamespace "
+                         "AND relname ~ '^(queue|failed)_[0-9]+$'").fetchone() == (None,)
+        upgraded = _shape(c)
+    fresh = new_database("fe_fresh_030")
     with connect(fresh) as c:
         c.execute("CREATE EXTENSION fastembed_ext CASCADE")
         assert _shape(c) == upgraded

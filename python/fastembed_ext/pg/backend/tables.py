@@ -330,21 +330,23 @@ def _queued_keys(plpy, attachment_id: int) -> list[str]:
     queue = f"fastembed_ext.{plpy.quote_ident(f'queue_{attachment_id}')}"
     if plpy.execute(f"SELECT pg_catalog.to_regclass({plpy.quote_literal(queue)}) IS NULL AS gone")[0]["gone"]:
         return []
-    return [r["k"] for r in plpy.execute(f"SELECT DISTINCT pg_catalog.unnest(keys) AS k FROM {queue}")]
+    return [r["k"] for r in plpy.execute(f"SELECT DISTINCT pg_catalog.unnest(keys)::text AS k FROM {queue}")]
 
 
 def _enqueue_backfill(plpy, t: Table, attachment_id: int, source_name, vector_name, key_name, only_missing: bool) -> int:
     """Queues the rows to embed, in jobs of 64 keys, for the workers: one statement that runs no
     model, so the table is locked only as long as a scan. Rows already queued are not queued twice,
-    so attaching again resumes where the workers are."""
+    so attaching again resumes where the workers are. (Queued keys are compared as text, so that
+    this also serves 0.3.0's queues, whose keys are text, until ALTER EXTENSION UPDATE.)"""
     k, s, v = (plpy.quote_ident(n) for n in (key_name, source_name, vector_name))
     queue = f"fastembed_ext.{plpy.quote_ident(f'queue_{attachment_id}')}"
     where = f"t.{s} IS NOT NULL" + (f" AND t.{v} IS NULL" if only_missing else "")
     queued = plpy.execute(
-        f"WITH todo AS (SELECT t.{k}::text AS k FROM ONLY {t.sql} t WHERE {where} "
-        f"  AND NOT EXISTS (SELECT FROM (SELECT pg_catalog.unnest(q.keys) AS k FROM {queue} q) q WHERE q.k = t.{k}::text)), "
-        f"jobs AS (INSERT INTO {queue} (keys) SELECT pg_catalog.array_agg(s.k) FROM "
-        f"  (SELECT todo.k, (pg_catalog.row_number() OVER () - 1) / 64 AS g FROM todo) s GROUP BY s.g RETURNING 1) "
+        f"WITH todo AS (SELECT t.{k} AS k FROM ONLY {t.sql} t WHERE {where} "
+        f"  AND NOT EXISTS (SELECT FROM (SELECT pg_catalog.unnest(q.keys) AS k FROM {queue} q) q WHERE q.k::text = t.{k}::text)), "
+        f"jobs AS (INSERT INTO {queue} (keys) SELECT a.k[i:i + 63] "
+        f"  FROM (SELECT pg_catalog.array_agg(todo.k) AS k FROM todo) a, "
+        f"       pg_catalog.generate_series(1, pg_catalog.cardinality(a.k), 64) AS i RETURNING 1) "
         "SELECT (SELECT pg_catalog.count(*) FROM todo) AS n, (SELECT pg_catalog.count(*) FROM jobs) AS jobs"
     )[0]
     if queued["n"]:
