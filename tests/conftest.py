@@ -70,6 +70,11 @@ def bert_hf(model_root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def mpnet(model_root: Path) -> Path:
+    return model_factory.build_mpnet(model_root / "mpnet")
+
+
+@pytest.fixture(scope="session")
 def gpt2_hf(model_root: Path) -> Path:
     return model_factory.build_gpt2(model_root / "gpt2")
 

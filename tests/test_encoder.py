@@ -243,12 +243,12 @@ def test_unsupported_architecture(gpt2_hf: Path) -> None:
 
 
 def test_unsupported_pooling(distilbert_256k: Path, tmp_path: Path) -> None:
-    cls = copy_with_pooling(
-        distilbert_256k, tmp_path / "cls", {"word_embedding_dimension": 32, "pooling_mode_cls_token": True}
+    other = copy_with_pooling(
+        distilbert_256k, tmp_path / "attention", {"word_embedding_dimension": 32, "pooling_mode": "attention"}
     )
-    with pytest.raises(UnsupportedModelError, match=r"pooling 'cls' is not supported") as info:
-        fastembed_ext.Encoder(cls)
-    assert str(cls / "1_Pooling" / "config.json") in str(info.value)
+    with pytest.raises(UnsupportedModelError, match=r"pooling 'attention' is not supported; the modes are cls, mean") as info:
+        fastembed_ext.Encoder(other)
+    assert str(other / "1_Pooling" / "config.json") in str(info.value)
 
 
 def test_hub_id_without_network() -> None:

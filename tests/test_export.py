@@ -22,6 +22,7 @@ export_module = importlib.import_module("fastembed_ext.export")
 MANIFEST_KEYS = {
     "format_version", "export_revision", "architecture", "dim", "max_seq_length", "pooling", "normalize", "similarity",
     "pad_token", "pad_token_id", "input_names", "torch_version", "transformers_version", "source", "dtype",
+    "include_prompt", "head", "truncate_dim", "prompts", "default_prompt_name",
 }
 
 
@@ -37,13 +38,18 @@ def test_bundle_files_and_manifest(distilbert_bundle: Path, distilbert_256k: Pat
     manifest = _manifest(distilbert_bundle)
     assert set(manifest) == MANIFEST_KEYS
     assert manifest == {
-        "format_version": 1,
+        "format_version": 2,
         "export_revision": export_module.EXPORT_REVISION,
         "architecture": "distilbert",
         "dim": 32,
         "max_seq_length": 250,
         "pooling": "mean",
+        "include_prompt": True,
+        "head": False,
         "normalize": False,
+        "truncate_dim": None,
+        "prompts": {},
+        "default_prompt_name": None,
         "similarity": "dot",
         "pad_token": "[PAD]",
         "pad_token_id": 0,
@@ -287,32 +293,34 @@ def test_unsupported_similarity(roberta: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("pooling", "what"),
+    ("pooling", "error", "what"),
     [
-        ({"word_embedding_dimension": 32, "pooling_mode_max_tokens": True}, "pooling 'max'"),
-        ({"embedding_dimension": 32, "pooling_mode": "cls"}, "pooling 'cls'"),
-        ({"embedding_dimension": 32, "pooling_mode": "lasttoken"}, "pooling 'lasttoken'"),
-        ({"embedding_dimension": 32, "pooling_mode": "weightedmean"}, "pooling 'weightedmean'"),
-        ({"embedding_dimension": 32, "pooling_mode": ["mean", "max"]}, "pooling 'mean+max'"),
-        ({"embedding_dimension": 32, "pooling_mode": "mean", "include_prompt": False}, "include_prompt False"),
+        ({"embedding_dimension": 32, "pooling_mode": "attention"}, UnsupportedModelError,
+         "pooling 'attention' is not supported; the modes are cls, mean, max"),
+        ({"embedding_dimension": 32, "pooling_mode": ["mean", "latent"]}, UnsupportedModelError, "pooling 'mean+latent'"),
+        ({"embedding_dimension": 32, "pooling_mode": "mean", "include_prompt": "no"}, ModelLoadError,
+         "include_prompt 'no' is not true or false"),
     ],
 )
-def test_unsupported_pooling(distilbert_256k: Path, tmp_path: Path, pooling: dict, what: str) -> None:
+def test_unsupported_pooling(distilbert_256k: Path, tmp_path: Path, pooling: dict, error: type, what: str) -> None:
     src = copy_with_pooling(distilbert_256k, tmp_path / "m", pooling)
-    with pytest.raises(UnsupportedModelError, match=re.escape(what)) as info:
+    with pytest.raises(error, match=re.escape(what)) as info:
         fastembed_ext.export(src, tmp_path / "b")
     assert str(src / "1_Pooling" / "config.json") in str(info.value)
     assert not (tmp_path / "b").exists()
 
 
-def test_dense_module_is_refused(roberta: Path, tmp_path: Path) -> None:
+def test_module_sequences_beyond_dense_and_normalize_are_refused(roberta: Path, tmp_path: Path) -> None:
     modules = json.loads((roberta / "modules.json").read_text())
-    modules.insert(2, {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
-    modules[-1]["idx"] = 3
-    src = copy_with_modules(roberta, tmp_path / "m", modules)
-    with pytest.raises(UnsupportedModelError, match="'sentence_transformers.models.Dense'") as info:
+    after = [*modules, {"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"}]
+    src = copy_with_modules(roberta, tmp_path / "m", after)
+    with pytest.raises(UnsupportedModelError, match=r"module sequence \['Transformer', 'Pooling', 'Normalize', 'Dense'\]") as info:
         fastembed_ext.export(src, tmp_path / "b")
     assert str(src / "modules.json") in str(info.value)
+    other = [*modules[:2], {"idx": 2, "name": "2", "path": "2_LayerNorm", "type": "sentence_transformers.models.LayerNorm"}]
+    src = copy_with_modules(roberta, tmp_path / "n", other)
+    with pytest.raises(UnsupportedModelError, match="'sentence_transformers.models.LayerNorm'"):
+        fastembed_ext.export(src, tmp_path / "b")
 
 
 def test_unsupported_architecture(gpt2_hf: Path, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from .client import Client
+from .precision import quantize_embeddings
 from .errors import (
     BundleChangedError,
     EncodeError,
@@ -73,5 +74,6 @@ __all__ = [
     "__version__",
     "export",
     "num_threads",
+    "quantize_embeddings",
     "set_num_threads",
 ]

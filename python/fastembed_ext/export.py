@@ -31,12 +31,17 @@ from ._files import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE
 from .errors import FastembedExtError, ModelLoadError, UnsupportedModelError
 from .quantize import QUANTIZATIONS, quantize_int8
 
-FORMAT_VERSION = 1
+# The manifest layout (the Rust loader reads 1 to this one and refuses newer ones by name).
+FORMAT_VERSION = 2
 # Bumped whenever the exported graph changes for the same checkpoint, so cached exports made by
 # an older exporter are made anew instead of reused.
-EXPORT_REVISION = 6
+EXPORT_REVISION = 7
 INPUT_NAMES = ["input_ids", "attention_mask"]
-SUPPORTED_ARCHITECTURES = ("bert", "distilbert", "roberta")
+SUPPORTED_ARCHITECTURES = ("bert", "distilbert", "roberta", "mpnet")
+# sentence-transformers' pooling modes, all of which the engine implements (rust/core/src/pool.rs).
+POOLING_MODES = ("cls", "mean", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
+# Activations a Dense module may name (torch.nn classes; nothing else is imported from a config).
+_DENSE_ACTIVATIONS = ("Identity", "Tanh", "ReLU", "GELU", "Sigmoid", "SiLU", "LeakyReLU", "ELU", "Softplus")
 
 # sentence-transformers reads the Transformer module's settings from the first of these it finds.
 _ST_TRANSFORMER_CONFIGS = (
@@ -237,6 +242,11 @@ class _Plan:
     normalize: bool
     similarity_fn_name: str | None
     similarity_file: Path | None
+    pooling: list[str]
+    include_prompt: bool
+    dense_dirs: list[Path]
+    prompts: dict[str, str]
+    default_prompt_name: str | None
 
 
 def _read_json(path: Path) -> Any:
@@ -273,6 +283,7 @@ def _plan(src: Path) -> _Plan:
     transformer_dir = src
     st_config: dict[str, Any] = {}
     normalize = False
+    pooling, include_prompt, dense_dirs = ["mean"], True, []
     if modules_file.is_file():
         modules = _read_json(modules_file)
         if not isinstance(modules, list) or not modules:
@@ -280,20 +291,22 @@ def _plan(src: Path) -> _Plan:
         modules = sorted(modules, key=lambda m: m.get("idx", 0))
         kinds = [_module_kind(str(m.get("type", ""))) for m in modules]
         for module, kind in zip(modules, kinds, strict=True):
-            if kind not in ("Transformer", "Pooling", "Normalize"):
+            if kind not in ("Transformer", "Pooling", "Dense", "Normalize"):
                 raise UnsupportedModelError(
                     f"{modules_file}: module {module.get('type')!r} (at {module.get('path')!r}) is "
-                    "not supported; only Transformer, Pooling (mean) and Normalize are"
+                    "not supported; only Transformer, Pooling, Dense and Normalize are"
                 )
-        if kinds[:2] != ["Transformer", "Pooling"] or kinds[2:] not in ([], ["Normalize"]):
+        heads = kinds[2:-1] if kinds[-1:] == ["Normalize"] else kinds[2:]
+        if kinds[:2] != ["Transformer", "Pooling"] or any(kind != "Dense" for kind in heads):
             raise UnsupportedModelError(
                 f"{modules_file}: module sequence {kinds} is not supported; expected "
-                "Transformer, Pooling and optionally Normalize, in that order"
+                "Transformer, Pooling, any Dense modules and optionally Normalize, in that order"
             )
-        normalize = kinds[2:] == ["Normalize"]
+        normalize = kinds[-1] == "Normalize"
         transformer_dir = src / modules[0].get("path", "")
         st_config = _transformer_settings(transformer_dir)
-        _check_pooling(src / modules[1].get("path", ""), transformer_dir)
+        pooling, include_prompt = _pooling(src / modules[1].get("path", ""))
+        dense_dirs = [src / m.get("path", "") for m in modules[2 : 2 + len(heads)]]
     config_file = transformer_dir / "config.json"
     config = _read_json(config_file)
     architecture = config.get("model_type")
@@ -306,7 +319,7 @@ def _plan(src: Path) -> _Plan:
     if not isinstance(hidden, int):
         raise ModelLoadError(f"{config_file}: no hidden size for model_type {architecture!r}")
 
-    similarity_fn_name, similarity_file = _st_model_settings(src)
+    similarity_fn_name, similarity_file, prompts, default_prompt_name = _st_model_settings(src)
     processor_kwargs = dict(st_config.get("processor_kwargs") or st_config.get("tokenizer_args") or {})
     processor_kwargs.pop("trust_remote_code", None)
     max_seq_length = st_config.get("max_seq_length")
@@ -328,6 +341,11 @@ def _plan(src: Path) -> _Plan:
         normalize=normalize,
         similarity_fn_name=similarity_fn_name,
         similarity_file=similarity_file,
+        pooling=pooling,
+        include_prompt=include_prompt,
+        dense_dirs=dense_dirs,
+        prompts=prompts,
+        default_prompt_name=default_prompt_name,
     )
 
 
@@ -363,7 +381,9 @@ def _transformer_settings(transformer_dir: Path) -> dict[str, Any]:
     return settings
 
 
-def _check_pooling(pooling_dir: Path, transformer_dir: Path) -> None:
+def _pooling(pooling_dir: Path) -> tuple[list[str], bool]:
+    """The pooling modes (their vectors concatenated in this order) and whether the prompt's
+    tokens are pooled, read as sentence-transformers reads 1_Pooling/config.json."""
     file = pooling_dir / "config.json"
     pooling = _read_json_object(file)
     mode = pooling.get("pooling_mode")
@@ -371,34 +391,41 @@ def _check_pooling(pooling_dir: Path, transformer_dir: Path) -> None:
         modes = [m for key, m in _LEGACY_POOLING_KEYS.items() if pooling.get(key)] or ["mean"]
     else:
         modes = [mode] if isinstance(mode, str) else list(mode)
-    if modes != ["mean"]:
+    unknown = [m for m in modes if m not in POOLING_MODES]
+    if unknown or not modes:
         raise UnsupportedModelError(
-            f"{file}: pooling {'+'.join(map(str, modes))!r} is not supported; only mean pooling is"
+            f"{file}: pooling {'+'.join(map(str, modes))!r} is not supported; the modes are "
+            f"{', '.join(POOLING_MODES)}"
         )
-    if pooling.get("include_prompt", True) is not True:
-        raise UnsupportedModelError(
-            f"{file}: include_prompt {pooling['include_prompt']!r} is not supported; "
-            "only pooling over all tokens (include_prompt true) is"
-        )
+    include_prompt = pooling.get("include_prompt", True)
+    if not isinstance(include_prompt, bool):
+        raise ModelLoadError(f"{file}: include_prompt {include_prompt!r} is not true or false")
+    return modes, include_prompt
 
 
-def _st_model_settings(src: Path) -> tuple[str | None, Path | None]:
+def _st_model_settings(src: Path) -> tuple[str | None, Path | None, dict[str, str], str | None]:
+    """similarity_fn_name (and the file it came from), prompts and default_prompt_name."""
     file = src / "config_sentence_transformers.json"
     if not file.is_file():
-        return None, None
+        return None, None, {}, None
     settings = _read_json_object(file)
     model_type = settings.get("model_type", "SentenceTransformer")
     if model_type != "SentenceTransformer":
         raise UnsupportedModelError(
             f"{file}: model_type {model_type!r} is not supported; only SentenceTransformer is"
         )
-    prompt_name = settings.get("default_prompt_name")
-    if prompt_name and (settings.get("prompts") or {}).get(prompt_name):
-        raise UnsupportedModelError(
-            f"{file}: default_prompt_name {prompt_name!r} (a prompt prepended to every text) "
-            "is not supported"
+    prompts = settings.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()
+    ):
+        raise ModelLoadError(f"{file}: prompts must map names to texts")
+    default_prompt_name = settings.get("default_prompt_name")
+    if default_prompt_name is not None and default_prompt_name not in prompts:
+        raise ModelLoadError(
+            f"{file}: default_prompt_name {default_prompt_name!r} is not one of its prompts "
+            f"({', '.join(prompts) or 'it has none'})"
         )
-    return settings.get("similarity_fn_name"), file
+    return settings.get("similarity_fn_name"), file, dict(prompts), default_prompt_name
 
 
 def _similarity(plan: _Plan) -> str:
@@ -421,24 +448,35 @@ def export(
     dst: str | os.PathLike[str],
     *,
     quantize: str | None = None,
+    truncate_dim: int | None = None,
 ) -> Path:
     """Export a sentence-transformers or Hugging Face folder (or a hub id) into the bundle `dst`.
 
-    The bundle is written next to `dst` and renamed into place at the end, so an interrupted
-    export leaves no half bundle; an existing bundle at `dst` is replaced. Returns `dst`.
+    `truncate_dim` makes the bundle's vectors the first `truncate_dim` dimensions of the model's
+    (Matryoshka models), as ``SentenceTransformer(..., truncate_dim=...)`` does; SQL columns then
+    take that width. The bundle is written next to `dst` and renamed into place at the end, so an
+    interrupted export leaves no half bundle; an existing bundle at `dst` is replaced. Returns `dst`.
     """
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize={quantize!r} is not supported; use None or one of {QUANTIZATIONS}")
+    if truncate_dim is not None and (
+        isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int) or truncate_dim < 1
+    ):
+        raise ValueError(f"truncate_dim must be a positive integer, got {truncate_dim!r}")
     dst_path = Path(os.fspath(dst)).expanduser().absolute()
     src_text = os.fspath(src)
     src_path = Path(src_text).expanduser()
     if not src_path.exists() and not _looks_like_path(src_text):
-        return _export(_download(src_text), dst_path, src_text, quantize)
-    return _export(src_path.resolve(), dst_path, None, quantize)
+        return _export(_download(src_text), dst_path, src_text, quantize, truncate_dim)
+    return _export(src_path.resolve(), dst_path, None, quantize, truncate_dim)
 
 
 def _export(
-    src_path: Path, dst_path: Path, hub_id: str | None, quantize: str | None = None
+    src_path: Path,
+    dst_path: Path,
+    hub_id: str | None,
+    quantize: str | None = None,
+    truncate_dim: int | None = None,
 ) -> Path:
     if (src_path / MANIFEST_FILE).is_file():
         raise ModelLoadError(f"{src_path}: already a fastembed_ext bundle; nothing to export")
@@ -454,7 +492,7 @@ def _export(
     dst_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst_path.name}.tmp-", dir=dst_path.parent))
     try:
-        manifest = _write_bundle(plan, similarity, tmp, quantize)
+        manifest = _write_bundle(plan, similarity, tmp, quantize, truncate_dim)
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         os.chmod(tmp, 0o755)
         _swap_into_place(tmp, dst_path)
@@ -489,7 +527,9 @@ def _move_aside(bundle: Path) -> Path:
     return old
 
 
-def _write_bundle(plan: _Plan, similarity: str, out: Path, quantize: str | None) -> dict[str, Any]:
+def _write_bundle(
+    plan: _Plan, similarity: str, out: Path, quantize: str | None, truncate_dim: int | None
+) -> dict[str, Any]:
     import torch
     import transformers
 
@@ -504,6 +544,8 @@ def _write_bundle(plan: _Plan, similarity: str, out: Path, quantize: str | None)
     saved.no_padding()
     saved.save(str(out / TOKENIZER_FILE))
 
+    pooled_width = plan.hidden_size * len(plan.pooling)
+    head = _dense_head(plan.dense_dirs, pooled_width)
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # load reports and loss-type notes are noise here
     try:
@@ -511,7 +553,7 @@ def _write_bundle(plan: _Plan, similarity: str, out: Path, quantize: str | None)
         if quantize == "int8":
             model = quantize_int8(model)
         route_linear_layers(model)
-        dim = _trace_and_save(model, tokenizer, max_seq_length, out / MODEL_FILE)
+        dim = _trace_and_save(model, head, pooled_width, tokenizer, max_seq_length, out / MODEL_FILE)
     finally:
         transformers.logging.set_verbosity(verbosity)
     if dim != plan.hidden_size:
@@ -519,14 +561,22 @@ def _write_bundle(plan: _Plan, similarity: str, out: Path, quantize: str | None)
             f"{plan.transformer_dir / 'config.json'}: hidden size {plan.hidden_size} but the "
             f"traced model returns vectors of width {dim}"
         )
+    full_dim = head.out_features if head is not None else pooled_width
+    if truncate_dim is not None and truncate_dim > full_dim:
+        raise ValueError(f"truncate_dim {truncate_dim} is more than the model's {full_dim} dimensions")
     return {
         "format_version": FORMAT_VERSION,
         "export_revision": EXPORT_REVISION,
         "architecture": plan.architecture,
-        "dim": dim,
+        "dim": truncate_dim or full_dim,
         "max_seq_length": max_seq_length,
-        "pooling": "mean",
+        "pooling": "+".join(plan.pooling),
+        "include_prompt": plan.include_prompt,
+        "head": head is not None,
         "normalize": plan.normalize,
+        "truncate_dim": truncate_dim,
+        "prompts": plan.prompts,
+        "default_prompt_name": plan.default_prompt_name,
         "similarity": similarity,
         "pad_token": str(tokenizer.pad_token),
         "pad_token_id": int(tokenizer.pad_token_id),
@@ -536,6 +586,54 @@ def _write_bundle(plan: _Plan, similarity: str, out: Path, quantize: str | None)
         "source": plan.source,
         "dtype": quantize or "float32",
     }
+
+
+def _dense_head(dense_dirs: list[Path], width: int) -> Any:
+    """sentence-transformers' Dense modules as one ``nn.Sequential`` of (Linear, activation)
+    pairs, or None when there are none. Only torch.nn activations are taken from a config."""
+    if not dense_dirs:
+        return None
+    import torch
+
+    layers: list[Any] = []
+    for folder in dense_dirs:
+        file = folder / "config.json"
+        config = _read_json_object(file)
+        in_features, out_features = config.get("in_features"), config.get("out_features")
+        if not (isinstance(in_features, int) and isinstance(out_features, int) and out_features > 0):
+            raise ModelLoadError(f"{file}: in_features / out_features are not positive integers")
+        if in_features != width:
+            raise ModelLoadError(f"{file}: in_features {in_features}, but its input has {width} dimensions")
+        name = config.get("activation_function", "torch.nn.modules.activation.Tanh")
+        short = str(name).rsplit(".", 1)[-1]
+        if not str(name).startswith("torch.nn.") or short not in _DENSE_ACTIVATIONS:
+            raise UnsupportedModelError(
+                f"{file}: activation_function {name!r} is not supported; torch.nn's "
+                f"{', '.join(_DENSE_ACTIVATIONS)} are"
+            )
+        linear = torch.nn.Linear(in_features, out_features, bias=bool(config.get("bias", True)))
+        state = _dense_weights(folder)
+        try:
+            linear.load_state_dict({k.removeprefix("linear."): v for k, v in state.items()})
+        except RuntimeError as exc:
+            raise ModelLoadError(f"{folder}: the Dense weights do not fit its config: {exc}") from exc
+        layers += [linear, getattr(torch.nn, short)()]
+        width = out_features
+    head = torch.nn.Sequential(*layers).eval().float()
+    head.out_features = width
+    return head
+
+
+def _dense_weights(folder: Path) -> dict[str, Any]:
+    import torch
+
+    if (folder / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        return load_file(str(folder / "model.safetensors"))
+    if (folder / "pytorch_model.bin").is_file():
+        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise ModelLoadError(f"{folder}: no model.safetensors or pytorch_model.bin for the Dense module")
 
 
 def _load_tokenizer(plan: _Plan) -> tuple[Any, int]:
@@ -564,7 +662,7 @@ def _load_tokenizer(plan: _Plan) -> tuple[Any, int]:
     # Positions the backbone really has (RoBERTa's start after the padding index). Sentence-
     # transformers would fail on longer inputs; the bundle truncates there instead.
     usable = plan.max_position_embeddings
-    if usable is not None and plan.architecture == "roberta":
+    if usable is not None and plan.architecture in ("roberta", "mpnet"):
         usable -= (plan.pad_token_id_config or 0) + 1
     if usable is not None and usable > 1:
         max_len = min(max_len, usable)
@@ -614,38 +712,57 @@ def _load_model(plan: _Plan) -> Any:
     return model.eval().float()
 
 
-def _trace_and_save(model: Any, tokenizer: Any, max_seq_length: int, path: Path) -> int:
-    """Trace the backbone on a padded batch, check it against eager on another one, save it.
-    Returns the width of the token embeddings."""
+def _trace_and_save(
+    model: Any, head: Any, pooled_width: int, tokenizer: Any, max_seq_length: int, path: Path
+) -> int:
+    """Trace the backbone (and the Dense head, as the module's `head` method) on a padded batch,
+    check it against eager on other ones, save it. Returns the width of the token embeddings."""
     import torch
 
     class Backbone(torch.nn.Module):
-        def __init__(self, inner: torch.nn.Module) -> None:
+        def __init__(self, inner: torch.nn.Module, dense: torch.nn.Module | None) -> None:
             super().__init__()
             self.inner = inner
+            self.dense = dense
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             out = self.inner(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
             return out.last_hidden_state
 
-    wrapper = Backbone(model).eval()
+        def head(self, pooled: torch.Tensor) -> torch.Tensor:
+            return self.dense(pooled)
+
+    wrapper = Backbone(model, head).eval()
     longest = min(max_seq_length, 48)
     trace_batch = _padded_batch(tokenizer, [3, 11, 7], max_seq_length)
     checks = [
         _padded_batch(tokenizer, [longest, 2, longest // 2, 5], max_seq_length),
         _padded_batch(tokenizer, [longest // 3 + 1], max_seq_length),
     ]
+    pooled = [torch.randn(n, pooled_width, generator=torch.Generator().manual_seed(n)) for n in (3, 5)]
+    methods: dict[str, Any] = {"forward": trace_batch}
+    if head is not None:
+        methods["head"] = (pooled[0],)
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         # transformers' data-dependent Python branches warn while tracing; the parity check below
         # is what decides whether the trace is faithful.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        traced = torch.jit.trace(wrapper, trace_batch, check_trace=False)
+        traced = torch.jit.trace_module(wrapper, methods, check_trace=False)
         expected = [wrapper(*batch) for batch in checks]
-        _check_parity(traced, checks, expected, "traced")
+        expected_head = [wrapper.head(x) for x in pooled] if head is not None else []
+
+        def check(module: Any, what: str) -> None:
+            _check_parity(module, checks, expected, what)
+            for x, want in zip(pooled[: len(expected_head)], expected_head, strict=True):
+                diff = (module.head(x) - want).abs().max().item()
+                if not diff <= _TRACE_TOLERANCE * max(1.0, want.abs().max().item()):
+                    raise ModelLoadError(f"the {what} TorchScript Dense head differs from eager by {diff:.3g}")
+
+        check(traced, "traced")
         try:
-            frozen = torch.jit.freeze(traced.eval())
-            _check_parity(frozen, checks, expected, "frozen")
+            frozen = torch.jit.freeze(traced.eval(), preserved_attrs=["head"] if head is not None else [])
+            check(frozen, "frozen")
             traced = frozen
         except (RuntimeError, ModelLoadError):
             pass  # the unfrozen trace already passed the same check

@@ -69,8 +69,8 @@ def _is_exact_gelu(module: object) -> bool:
 
 
 # Query, key and value projections of the supported architectures' self-attention: DistilBERT,
-# then BERT and RoBERTa. All three read the same hidden states.
-_QUERY_KEY_VALUE = (("q_lin", "k_lin", "v_lin"), ("query", "key", "value"))
+# BERT and RoBERTa, MPNet. All three read the same hidden states.
+_QUERY_KEY_VALUE = (("q_lin", "k_lin", "v_lin"), ("query", "key", "value"), ("q", "k", "v"))
 
 
 class FusedProjection(torch.nn.Module):

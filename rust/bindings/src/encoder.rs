@@ -1,6 +1,7 @@
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use fastembed_core::{Embeddings, EncodeOptions, Encoder};
+use fastembed_core::{Embeddings, EncodeOptions, Encoder, Prompt};
 use numpy::{PyArray1, PyArray2, PyArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -37,8 +38,12 @@ impl PyEncoder {
     }
 
     /// Embeds a sequence of str; returns float32 `(len(texts), dim)`, C-contiguous, and how many
-    /// texts were longer than max_seq_length (embedded from their beginning only).
-    #[pyo3(signature = (texts, batch_size = None, normalize = None, batch_tokens = None))]
+    /// texts were longer than max_seq_length (embedded from their beginning only). `prompt`
+    /// (a text) wins over `prompt_name`; with neither, the model's default prompt applies.
+    #[pyo3(signature = (texts, batch_size = None, normalize = None, batch_tokens = None,
+                        truncate_dim = None, normalize_embeddings = false, prompt = None,
+                        prompt_name = None))]
+    #[allow(clippy::too_many_arguments)]
     fn encode<'py>(
         &self,
         py: Python<'py>,
@@ -46,6 +51,10 @@ impl PyEncoder {
         batch_size: Option<i64>,
         normalize: Option<bool>,
         batch_tokens: Option<i64>,
+        truncate_dim: Option<i64>,
+        normalize_embeddings: bool,
+        prompt: Option<String>,
+        prompt_name: Option<String>,
     ) -> PyResult<(Bound<'py, PyArray2<f32>>, usize)> {
         let texts = owned_texts(texts)?;
         let options = EncodeOptions {
@@ -56,6 +65,15 @@ impl PyEncoder {
                 .map(|tokens| positive("batch_tokens", tokens))
                 .transpose()?,
             normalize,
+            truncate_dim: truncate_dim
+                .map(|dim| positive("truncate_dim", dim))
+                .transpose()?,
+            normalize_embeddings,
+            prompt: match (&prompt, &prompt_name) {
+                (Some(text), _) => Prompt::Text(text),
+                (None, Some(name)) => Prompt::Named(name),
+                (None, None) => Prompt::Default,
+            },
         };
         let Embeddings {
             data,
@@ -124,6 +142,40 @@ impl PyEncoder {
     #[getter]
     fn normalize(&self) -> bool {
         self.inner.manifest().normalize
+    }
+
+    /// Prompt name -> the text put before every text encoded with that name.
+    #[getter]
+    fn prompts(&self) -> BTreeMap<String, String> {
+        self.inner.manifest().prompts.clone()
+    }
+
+    #[getter]
+    fn default_prompt_name(&self) -> Option<String> {
+        self.inner.manifest().default_prompt_name.clone()
+    }
+
+    /// The model's Matryoshka truncation, if it has one.
+    #[getter]
+    fn truncate_dim(&self) -> Option<usize> {
+        self.inner.manifest().truncate_dim
+    }
+
+    /// Width of the vectors before any truncation.
+    #[getter]
+    fn full_dim(&self) -> usize {
+        self.inner.full_dim()
+    }
+
+    /// The pooling modes, in the order their vectors are concatenated.
+    #[getter]
+    fn pooling(&self) -> Vec<&'static str> {
+        self.inner
+            .manifest()
+            .pooling
+            .iter()
+            .map(|mode| mode.as_str())
+            .collect()
     }
 
     #[getter]

@@ -12,17 +12,37 @@ use crate::model::Backbone;
 use crate::pool;
 use crate::tokenize::{Batch, TextTokenizer};
 
+/// The text put before every text of a call, as sentence-transformers' `prompt` / `prompt_name`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Prompt<'a> {
+    /// The model's `default_prompt_name`, if it has one; otherwise none.
+    #[default]
+    Default,
+    /// One of the model's prompts, by name.
+    Named(&'a str),
+    /// This text (an empty one: no prompt, not even the default).
+    Text(&'a str),
+}
+
 /// Per-call choices; `None` means the model's own setting or the engine's default.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct EncodeOptions {
+pub struct EncodeOptions<'a> {
     /// Most texts per forward pass (default: as many as fit `batch_tokens`).
     pub batch_size: Option<usize>,
     /// Most padded tokens (rows × longest row) per forward pass (default [`DEFAULT_BATCH_TOKENS`]).
     pub batch_tokens: Option<usize>,
+    /// The model's Normalize step (`None`: as the model says).
     pub normalize: Option<bool>,
+    /// Keep the first `truncate_dim` dimensions, after the Normalize step (`None`: the model's
+    /// `truncate_dim`, if any): Matryoshka truncation.
+    pub truncate_dim: Option<usize>,
+    /// L2-normalise the vectors last, after any truncation (sentence-transformers'
+    /// `normalize_embeddings`).
+    pub normalize_embeddings: bool,
+    pub prompt: Prompt<'a>,
 }
 
-impl EncodeOptions {
+impl EncodeOptions<'_> {
     fn check(&self) -> Result<()> {
         if self.batch_size == Some(0) {
             return Err(Error::InvalidArgument(
@@ -63,6 +83,8 @@ pub struct Encoder {
     backbone: Backbone,
     /// Known from the start when loaded pinned; otherwise computed on first request.
     fingerprint: OnceLock<String>,
+    /// Width of the vectors before any truncation (pooled, through the head).
+    full_dim: usize,
 }
 
 /// After this many padded tokens, the memory the forward passes freed is handed back to the
@@ -144,14 +166,15 @@ impl Encoder {
         backbone: Backbone,
         fingerprint: OnceLock<String>,
     ) -> Result<Self> {
-        let encoder = Self {
+        let mut encoder = Self {
             dir: dir.to_owned(),
             manifest,
             tokenizer,
             backbone,
             fingerprint,
+            full_dim: 0,
         };
-        encoder.check_width()?;
+        encoder.full_dim = encoder.check_width()?;
         Ok(encoder)
     }
 
@@ -165,25 +188,30 @@ impl Encoder {
         Ok(self.fingerprint.get_or_init(|| computed))
     }
 
-    fn check_width(&self) -> Result<()> {
+    /// Runs one tiny text through the whole path and checks the width the manifest promises;
+    /// returns the width before truncation.
+    fn check_width(&self) -> Result<usize> {
         let ids = self.tokenizer.encode(&["fastembed_ext"])?;
         let batch = Batch::pad(&[ids[0].as_slice()], self.tokenizer.pad_token_id());
-        let width = tch::no_grad(|| {
-            self.backbone
-                .token_embeddings(&batch.input_ids, &batch.attention_mask)
-        })
-        .map_err(|err| Error::bundle(self.dir.join(MODEL_FILE), err))?
-        .size()[2];
-        if usize::try_from(width).ok() != Some(self.manifest.dim) {
+        let full = tch::no_grad(|| self.pooled(&batch, 0))
+            .map_err(|err| Error::bundle(self.dir.join(MODEL_FILE), err))?
+            .size()[1];
+        let full = usize::try_from(full).unwrap_or(0);
+        let promised = self.manifest.truncate_dim.unwrap_or(full);
+        if promised > full || promised != self.manifest.dim {
             return Err(Error::bundle(
                 self.dir.join(MANIFEST_FILE),
                 format!(
-                    "says dim {} but model.pt produces vectors of width {width}; re-export the model",
-                    self.manifest.dim
+                    "says dim {}{} but model.pt produces vectors of width {full}; re-export the model",
+                    self.manifest.dim,
+                    self.manifest
+                        .truncate_dim
+                        .map(|dim| format!(" (truncate_dim {dim})"))
+                        .unwrap_or_default()
                 ),
             ));
         }
-        Ok(())
+        Ok(full)
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -196,6 +224,36 @@ impl Encoder {
 
     pub fn dim(&self) -> usize {
         self.manifest.dim
+    }
+
+    /// Width of the vectors before any Matryoshka truncation.
+    pub fn full_dim(&self) -> usize {
+        self.full_dim
+    }
+
+    /// The width of the vectors `options` ask for.
+    pub fn output_dim(&self, options: &EncodeOptions) -> Result<usize> {
+        match options.truncate_dim.or(self.manifest.truncate_dim) {
+            None => Ok(self.full_dim),
+            Some(dim) if (1..=self.full_dim).contains(&dim) => Ok(dim),
+            Some(dim) => Err(Error::InvalidArgument(format!(
+                "truncate_dim {dim} is outside 1..={} (this model's vectors have {} dimensions)",
+                self.full_dim, self.full_dim
+            ))),
+        }
+    }
+
+    /// The prompt text `prompt` stands for (`None`: no prompt).
+    pub fn prompt_text<'a>(&'a self, prompt: Prompt<'a>) -> Result<Option<&'a str>> {
+        let text = match prompt {
+            Prompt::Default => match &self.manifest.default_prompt_name {
+                Some(name) => self.manifest.prompt(name)?,
+                None => "",
+            },
+            Prompt::Named(name) => self.manifest.prompt(name)?,
+            Prompt::Text(text) => text,
+        };
+        Ok(Some(text).filter(|text| !text.is_empty()))
     }
 
     /// Token ids each text is run with (special tokens added, truncated at `max_seq_length`).
@@ -239,8 +297,29 @@ impl Encoder {
         options: &EncodeOptions,
     ) -> Result<Embeddings> {
         options.check()?; // before the tokenizer's work
-        let (token_ids, truncated) = self.tokenizer.encode_counting(texts)?;
-        let embeddings = self.encode_tokens(&token_ids, options)?;
+        self.output_dim(options)?;
+        let (token_ids, truncated, prompt_tokens) = match self.prompt_text(options.prompt)? {
+            None => {
+                let (ids, truncated) = self.tokenizer.encode_counting(texts)?;
+                (ids, truncated, 0)
+            }
+            Some(prompt) => {
+                // sentence-transformers prepends the prompt to the text, then tokenizes and
+                // truncates the whole
+                let prompted: Vec<String> = texts
+                    .iter()
+                    .map(|text| format!("{prompt}{}", text.as_ref()))
+                    .collect();
+                let (ids, truncated) = self.tokenizer.encode_counting(&prompted)?;
+                let skip = if self.manifest.include_prompt {
+                    0
+                } else {
+                    self.tokenizer.prompt_length(prompt)?
+                };
+                (ids, truncated, skip)
+            }
+        };
+        let embeddings = self.encode_rows(&token_ids, prompt_tokens, options)?;
         Ok(Embeddings {
             truncated,
             ..embeddings
@@ -249,14 +328,25 @@ impl Encoder {
 
     /// Embeds texts already tokenized by [`Self::tokenize`] (a server counts tokens before it
     /// decides which requests share a call, and does not tokenize twice).
+    /// Their prompt, if any, is part of the token ids; `options.prompt` is not applied.
     pub fn encode_tokens<T: AsRef<[u32]>>(
         &self,
         token_ids: &[T],
         options: &EncodeOptions,
     ) -> Result<Embeddings> {
+        self.encode_rows(token_ids, 0, options)
+    }
+
+    /// As [`Self::encode_tokens`], pooling each row from its token `skip` on (the prompt's
+    /// tokens are left out of pooling when the model says so).
+    fn encode_rows<T: AsRef<[u32]>>(
+        &self,
+        token_ids: &[T],
+        skip: usize,
+        options: &EncodeOptions,
+    ) -> Result<Embeddings> {
         options.check()?;
-        let normalize = options.normalize.unwrap_or(self.manifest.normalize);
-        let dim = self.manifest.dim;
+        let dim = self.output_dim(options)?;
         let lengths: Vec<usize> = token_ids.iter().map(|ids| ids.as_ref().len()).collect();
         let batches = batching::plan(
             &lengths,
@@ -273,7 +363,7 @@ impl Encoder {
                 .map(|&index| token_ids[index].as_ref())
                 .collect();
             padded += rows.len() * rows.iter().map(|row| row.len()).max().unwrap_or(0);
-            let pooled = self.embed_batch(&rows, normalize)?;
+            let pooled = self.embed_batch(&rows, skip, dim, options)?;
             pooled_rows.resize(indices.len() * dim, 0.0);
             pooled.f_copy_data(&mut pooled_rows, indices.len() * dim)?;
             for (&index, vector) in indices.iter().zip(pooled_rows.chunks_exact(dim)) {
@@ -293,20 +383,50 @@ impl Encoder {
         })
     }
 
-    fn embed_batch(&self, rows: &[&[u32]], normalize: bool) -> Result<Tensor> {
+    fn embed_batch(
+        &self,
+        rows: &[&[u32]],
+        skip: usize,
+        dim: usize,
+        options: &EncodeOptions,
+    ) -> Result<Tensor> {
         let batch = Batch::pad(rows, self.tokenizer.pad_token_id());
         tch::no_grad(|| {
-            let tokens = self
-                .backbone
-                .token_embeddings(&batch.input_ids, &batch.attention_mask)?;
-            let pooled = pool::masked_mean(&tokens, &batch.attention_mask);
-            let pooled = if normalize {
-                pool::l2_normalize(&pooled)
-            } else {
-                pooled
-            };
-            Ok(pooled.contiguous())
+            // sentence-transformers' order: pooling, Dense, Normalize, truncation, normalize_embeddings
+            let mut vectors = self.pooled(&batch, skip)?;
+            if options.normalize.unwrap_or(self.manifest.normalize) {
+                vectors = pool::l2_normalize(&vectors);
+            }
+            if dim < self.full_dim {
+                vectors = vectors.narrow(1, 0, i64::try_from(dim).unwrap_or(i64::MAX));
+            }
+            if options.normalize_embeddings {
+                vectors = pool::l2_normalize(&vectors);
+            }
+            Ok(vectors.contiguous())
         })
+    }
+
+    /// Pooled vectors of `batch` (through the head, if any), pooling from token `skip` on.
+    fn pooled(&self, batch: &Batch, skip: usize) -> Result<Tensor> {
+        let tokens = self
+            .backbone
+            .token_embeddings(&batch.input_ids, &batch.attention_mask)?;
+        let mask = if skip == 0 {
+            batch.attention_mask.shallow_clone()
+        } else {
+            let mask = batch.attention_mask.copy();
+            let width = mask.size()[1];
+            let skip = i64::try_from(skip).unwrap_or(i64::MAX).min(width);
+            let _ = mask.narrow(1, 0, skip).fill_(0);
+            mask
+        };
+        let pooled = pool::pool(&self.manifest.pooling, &tokens, &mask);
+        if self.manifest.head {
+            self.backbone.head(&pooled)
+        } else {
+            Ok(pooled)
+        }
     }
 }
 

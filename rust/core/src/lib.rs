@@ -1,7 +1,7 @@
 //! fastembed-ext-core: sentence embeddings with the same values as sentence-transformers.
 //!
 //! The path reads in one direction: text → [`tokenize`] → [`batching`] (which texts share a
-//! forward pass) → [`model`] (TorchScript backbone) → [`pool`] (masked mean, optional L2
+//! forward pass) → [`model`] (TorchScript backbone) → [`pool`] (the pooling modes, optional L2
 //! normalisation) → `f32` rows. [`Encoder`] ties the steps
 //! together over a model bundle: a directory with `model.pt`, `tokenizer.json` and a
 //! [`Manifest`] (`fastembed_ext.json`), identified by its content [`fingerprint`].
@@ -16,10 +16,13 @@ pub mod ops;
 pub mod pool;
 pub mod tokenize;
 
-pub use encoder::{release_memory, tokens_since_release, Embeddings, EncodeOptions, Encoder};
+pub use encoder::{
+    release_memory, tokens_since_release, Embeddings, EncodeOptions, Encoder, Prompt,
+};
 pub use error::{Error, Result};
 pub use fingerprint::fingerprint;
-pub use manifest::{Manifest, Similarity, MANIFEST_FILE};
+pub use manifest::{Manifest, Similarity, FORMAT_VERSION, MANIFEST_FILE};
+pub use pool::PoolingMode;
 
 /// Sets the number of threads libtorch uses inside one operator. Process-wide, as in libtorch.
 pub fn set_num_threads(threads: usize) {

@@ -63,6 +63,23 @@ impl Backbone {
     }
 }
 
+impl Backbone {
+    /// The module's `head` method (sentence-transformers Dense modules), on pooled vectors
+    /// `[rows, width]`. Call under `no_grad`.
+    pub fn head(&self, pooled: &Tensor) -> Result<Tensor> {
+        Ok(self
+            .module
+            .method_ts("head", &[pooled])
+            .map_err(|err| {
+                Error::Forward(format!(
+                    "the model's head: {}",
+                    first_line(&err.to_string())
+                ))
+            })?
+            .to_kind(Kind::Float))
+    }
+}
+
 fn first_line(message: &str) -> &str {
     message
         .lines()

@@ -94,6 +94,18 @@ impl TextTokenizer {
         Ok((ids, truncated))
     }
 
+    /// How many tokens a prompted text begins with that belong to `prompt`: the prompt's own
+    /// tokens with the special tokens before them, as sentence-transformers counts them (its
+    /// token count less a trailing special token). Pooling leaves them out when the model says so.
+    pub fn prompt_length(&self, prompt: &str) -> Result<usize> {
+        let encoding = self
+            .inner
+            .encode_fast(prompt, true)
+            .map_err(|err| Error::Tokenize(err.to_string()))?;
+        let trailing_special = encoding.get_special_tokens_mask().last() == Some(&1);
+        Ok(encoding.get_ids().len() - usize::from(trailing_special))
+    }
+
     /// How many special tokens the tokenizer adds to every text ([CLS] and [SEP], <s> and </s>).
     pub fn special_tokens(&self) -> usize {
         self.special_tokens

@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use fastembed_core::{EncodeOptions, Encoder, Error, Similarity, MANIFEST_FILE};
+use fastembed_core::{EncodeOptions, Encoder, Error, Prompt, Similarity, MANIFEST_FILE};
 
 fn bundle() -> PathBuf {
     let dir = std::env::var_os("FASTEMBED_EXT_TEST_BUNDLE")
@@ -234,22 +234,105 @@ fn missing_and_corrupt_files_are_named() {
 #[test]
 fn unsupported_manifests_say_what_is_unsupported() {
     let copy = copy_of_bundle();
-    edit_manifest(copy.path(), |manifest| manifest["pooling"] = "cls".into());
+    edit_manifest(copy.path(), |manifest| {
+        manifest["pooling"] = "attention".into()
+    });
     let err = load_error(copy.path());
     assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
     assert!(
         err.to_string()
-            .ends_with("unsupported pooling \"cls\" (only \"mean\" is implemented)"),
+            .contains("pooling \"attention\" (known: cls, mean, max"),
         "{err}"
     );
 
+    // an older engine refuses a newer bundle, naming both versions
     let copy = copy_of_bundle();
     edit_manifest(copy.path(), |manifest| {
-        manifest["format_version"] = 99.into()
+        manifest["format_version"] = 99.into();
+        manifest["pooling"] = serde_json::json!({"a layout": "this engine cannot read"});
     });
-    assert!(load_error(copy.path())
-        .to_string()
-        .contains("unsupported format_version 99"));
+    let err = load_error(copy.path());
+    assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message
+            .contains("bundle format_version 99 (this fastembed_ext reads format_version 1 to 2")
+            && message.contains("upgrade fastembed_ext"),
+        "{message}"
+    );
+}
+
+#[test]
+fn pooling_modes_truncation_and_prompts_follow_the_manifest() {
+    let encoder = Encoder::load(bundle()).unwrap();
+    let texts = [
+        "first text",
+        "a somewhat longer second text, with more tokens",
+    ];
+    let plain = encoder.encode(&texts, &EncodeOptions::default()).unwrap();
+
+    // Matryoshka: the first dimensions, renormalised only when asked
+    let options = EncodeOptions {
+        truncate_dim: Some(64),
+        ..EncodeOptions::default()
+    };
+    let cut = encoder.encode(&texts, &options).unwrap();
+    assert_eq!((cut.rows, cut.dim), (2, 64));
+    assert_eq!(cut.row(1), &plain.row(1)[..64]);
+    let options = EncodeOptions {
+        truncate_dim: Some(64),
+        normalize_embeddings: true,
+        ..EncodeOptions::default()
+    };
+    let unit = encoder.encode(&texts, &options).unwrap();
+    let norm: f32 = unit.row(0).iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-6, "{norm}");
+    let options = EncodeOptions {
+        truncate_dim: Some(encoder.full_dim() + 1),
+        ..EncodeOptions::default()
+    };
+    let err = encoder.encode(&texts, &options).unwrap_err().to_string();
+    assert!(err.contains("truncate_dim 385 is outside 1..=384"), "{err}");
+
+    // a prompt is text before the text
+    let options = EncodeOptions {
+        prompt: Prompt::Text("query: "),
+        ..EncodeOptions::default()
+    };
+    let prompted = encoder.encode(&texts, &options).unwrap();
+    let joined = encoder
+        .encode(&["query: first text"], &EncodeOptions::default())
+        .unwrap();
+    assert_eq!(prompted.row(0), joined.row(0));
+    let options = EncodeOptions {
+        prompt: Prompt::Named("query"),
+        ..EncodeOptions::default()
+    };
+    let err = encoder.encode(&texts, &options).unwrap_err().to_string();
+    assert!(
+        err.contains("prompt name \"query\" is not one of this model's prompts (it has none)"),
+        "{err}"
+    );
+
+    // another pooling mode, read from the manifest
+    let copy = copy_of_bundle();
+    edit_manifest(copy.path(), |manifest| {
+        manifest["format_version"] = 2.into();
+        manifest["pooling"] = "cls+max".into();
+        manifest["dim"] = 768.into();
+    });
+    let both = Encoder::load(copy.path()).unwrap();
+    let pooled = both
+        .encode(
+            &texts,
+            &EncodeOptions {
+                normalize: Some(false),
+                ..EncodeOptions::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(pooled.dim, 768);
+    assert_ne!(&pooled.row(0)[..384], &pooled.row(0)[384..]);
 }
 
 #[test]
