@@ -75,6 +75,11 @@ def mpnet(model_root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def xlm_roberta(model_root: Path) -> Path:
+    return model_factory.build_xlm_roberta(model_root / "xlm-roberta")
+
+
+@pytest.fixture(scope="session")
 def gpt2_hf(model_root: Path) -> Path:
     return model_factory.build_gpt2(model_root / "gpt2")
 

