@@ -169,6 +169,8 @@ def test_openai_client_reads_it(server, minilm_encoder):
         ("/embed", {"inputs": "a", "fingerprint": "blake3:" + "0" * 64}, 404, "no model with fingerprint"),
         ("/embed", {"inputs": ["a"] * 2049}, 413, "2049 texts in one request; at most 2048"),
         ("/embed", {"inputs": "a", "normalize": "yes"}, 422, "normalize is a string"),
+        ("/embed", {"inputs": "a", "prompt_name": "query"}, 422,
+         "prompt name \"query\" is not one of this model's prompts (it has none)"),
         ("/v1/embeddings", {"input": [[1, 2, 3]], "model": "minilm"}, 422, "input[0] is a list"),
         ("/v1/embeddings", {"input": "a", "model": "minilm", "encoding_format": "int8"}, 422, "encoding_format"),
         ("/v1/embeddings", {"input": "a", "model": "minilm", "dimensions": 64}, 422, "makes 384-dimensional"),
@@ -280,3 +282,24 @@ def test_serve_refuses_a_busy_socket_and_bad_arguments(tmp_path, server, minilm_
                           "workers must be between 1 and 256")
     assert_one_line_error(run("serve", "--model", f"x={minilm_bundle}", "--socket", sock, "--threads", "5000"), 1,
                           "threads must be between 1 and 1024")
+
+
+def test_prompts_are_applied_as_in_process(tmp_path, distilbert_256k):
+    """`prompt_name` (text-embeddings-inference's field) picks one of the model's prompts; without
+    it the model's default prompt applies, as `Encoder.encode` does; a prompt the model leaves out
+    of pooling is left out by the server too."""
+    from model_factory import with_head
+
+    folder = with_head(distilbert_256k, tmp_path / "p", prompts={"query": "query: ", "doc": "passage: "},
+                       default_prompt_name="doc",
+                       pooling={"word_embedding_dimension": 32, "pooling_mode": "mean", "include_prompt": False})
+    bundle = fastembed_ext.export(folder, tmp_path / "bundle")
+    enc = fastembed_ext.Encoder(bundle)
+    s = ServerProcess([("p", bundle)], tmp_path / "s.sock").start()
+    try:
+        client = fastembed_ext.Client(s.url)
+        same(client.encode(MIXED, "query"), enc.encode(MIXED, prompt_name="query"))
+        same(client.encode(MIXED), enc.encode(MIXED))
+        assert not np.allclose(enc.encode(MIXED[:3], prompt_name="query"), enc.encode(MIXED[:3]), atol=1e-3)
+    finally:
+        assert s.stop() == 0

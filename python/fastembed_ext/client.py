@@ -49,13 +49,18 @@ class Client:
     def encode(
         self,
         texts: str | Iterable[str],
+        prompt_name: str | None = None,
         *,
         batch_size: int | None = None,
         normalize: bool | None = None,
         show_progress_bar: bool = False,
     ) -> Any:
-        """float32 vectors, as `Encoder.encode` gives them: `(n, dim)` for a list, `(dim,)` for a str."""
+        """float32 vectors, as `Encoder.encode` gives them: `(n, dim)` for a list, `(dim,)` for a str.
+        `prompt_name` is one of the model's prompts; with none, its default prompt applies."""
         import numpy as np
+
+        if prompt_name is not None and not isinstance(prompt_name, str):
+            raise TypeError(f"prompt_name must be a str, not {type(prompt_name).__name__}")
 
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
@@ -76,6 +81,8 @@ class Client:
             body: dict[str, Any] = {"inputs": chunk, "fingerprint": self.fingerprint}
             if normalize is not None:
                 body["normalize"] = normalize
+            if prompt_name is not None:
+                body["prompt_name"] = prompt_name
             data, _ = self._connection().request("POST", "/embed", body, accept="application/octet-stream")
             out[start : start + len(chunk)] = np.frombuffer(data, dtype="<f4").reshape(len(chunk), self.dim)
             if bar is not None:

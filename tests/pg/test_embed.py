@@ -364,3 +364,33 @@ def test_a_truncated_text_raises_a_notice(conn):
         'fastembed_ext: model "minilm": 2 of 3 text(s) were longer than this model\'s max_seq_length '
         "(256 tokens) and were embedded from their beginning only",
         "Split long documents into passages, and embed each passage.")]
+
+
+def test_embed_with_a_prompt_name(conn, library_root, distilbert_256k, tmp_path):
+    """embed(text, model, prompt_name) is encode(text, prompt_name=...); embed(text, model) uses
+    the model's default prompt; an unknown name is an error that lists the model's prompts."""
+    import fastembed_ext
+    from model_factory import with_head
+
+    prompts = {"query": "query: ", "passage": "passage: "}
+    folder = with_head(distilbert_256k, tmp_path / "prompted", prompts=prompts, default_prompt_name="passage")
+    bundle = fastembed_ext.export(folder, library_root / "models" / "prompted")
+    enc = fastembed_ext.Encoder(bundle)
+    conn.execute("SELECT fastembed_ext.register_model('prompted', %s)", (str(bundle),))
+    try:
+        text = "what is the capital of France"
+        for args, kwargs in ((("prompted", "query"), {"prompt_name": "query"}), (("prompted",), {})):
+            placeholders = ", ".join(["%s"] * (1 + len(args)))
+            (got,) = conn.execute(f"SELECT embed({placeholders})::real[]", (text, *args)).fetchone()
+            assert np.abs(np.asarray(got, np.float32) - enc.encode(text, **kwargs)).max() < 1e-6
+        assert not np.allclose(enc.encode(text, prompt_name="query"), enc.encode(text), atol=1e-4)
+        rows = conn.execute("SELECT v::real[] FROM unnest(embed_batch(ARRAY[%s, NULL], 'prompted', 'query')) v",
+                            (text,)).fetchall()
+        assert rows[1] == (None,)
+        assert np.abs(np.asarray(rows[0][0], np.float32) - enc.encode(text, prompt_name="query")).max() < 1e-6
+        with pytest.raises(psycopg.errors.InvalidParameterValue) as ei:
+            conn.execute("SELECT embed('x', 'prompted', 'search')")
+        assert ei.value.diag.message_primary == 'fastembed_ext: model "prompted" has no prompt named "search"'
+        assert ei.value.diag.message_detail == "Its prompts: passage, query."
+    finally:
+        conn.execute("SELECT fastembed_ext.unregister_model('prompted')")

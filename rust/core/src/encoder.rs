@@ -298,14 +298,29 @@ impl Encoder {
     ) -> Result<Embeddings> {
         options.check()?; // before the tokenizer's work
         self.output_dim(options)?;
-        let (token_ids, truncated, prompt_tokens) = match self.prompt_text(options.prompt)? {
+        let (token_ids, truncated, skip) = self.tokenize_prompted(texts, options.prompt)?;
+        let embeddings = self.encode_tokens_from(&token_ids, skip, options)?;
+        Ok(Embeddings {
+            truncated,
+            ..embeddings
+        })
+    }
+
+    /// Token ids of `texts` with `prompt` put before each (sentence-transformers prepends the
+    /// prompt to the text, then tokenizes and truncates the whole), how many were truncated,
+    /// and from which token pooling starts (past the prompt's tokens when the model leaves them
+    /// out of pooling; else 0).
+    pub fn tokenize_prompted<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        prompt: Prompt,
+    ) -> Result<(Vec<Vec<u32>>, usize, usize)> {
+        match self.prompt_text(prompt)? {
             None => {
                 let (ids, truncated) = self.tokenizer.encode_counting(texts)?;
-                (ids, truncated, 0)
+                Ok((ids, truncated, 0))
             }
             Some(prompt) => {
-                // sentence-transformers prepends the prompt to the text, then tokenizes and
-                // truncates the whole
                 let prompted: Vec<String> = texts
                     .iter()
                     .map(|text| format!("{prompt}{}", text.as_ref()))
@@ -316,14 +331,9 @@ impl Encoder {
                 } else {
                     self.tokenizer.prompt_length(prompt)?
                 };
-                (ids, truncated, skip)
+                Ok((ids, truncated, skip))
             }
-        };
-        let embeddings = self.encode_rows(&token_ids, prompt_tokens, options)?;
-        Ok(Embeddings {
-            truncated,
-            ..embeddings
-        })
+        }
     }
 
     /// Embeds texts already tokenized by [`Self::tokenize`] (a server counts tokens before it
@@ -334,12 +344,12 @@ impl Encoder {
         token_ids: &[T],
         options: &EncodeOptions,
     ) -> Result<Embeddings> {
-        self.encode_rows(token_ids, 0, options)
+        self.encode_tokens_from(token_ids, 0, options)
     }
 
-    /// As [`Self::encode_tokens`], pooling each row from its token `skip` on (the prompt's
-    /// tokens are left out of pooling when the model says so).
-    fn encode_rows<T: AsRef<[u32]>>(
+    /// As [`Self::encode_tokens`], pooling each row from its token `skip` on (the `skip` that
+    /// [`Self::tokenize_prompted`] gives).
+    pub fn encode_tokens_from<T: AsRef<[u32]>>(
         &self,
         token_ids: &[T],
         skip: usize,

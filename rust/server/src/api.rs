@@ -1,6 +1,7 @@
 //! The HTTP side: routes, request validation, response formats, listeners and shutdown.
 //!
-//! - `POST /embed`: text-embeddings-inference's request (`{"inputs": str | [str], "normalize"}`)
+//! - `POST /embed`: text-embeddings-inference's request (`{"inputs": str | [str], "normalize",
+//!   "prompt_name"}`)
 //!   plus `model` or `fingerprint`. It answers `[[f32]]` as JSON, or with `Accept:
 //!   text/x-pgvector` one pgvector literal per line (what PostgreSQL backends ask for: they pass
 //!   the text on unparsed), or with `Accept: application/octet-stream` raw little-endian float32.
@@ -18,6 +19,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use fastembed_core::Prompt;
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, Semaphore};
 
@@ -68,6 +70,9 @@ struct Request {
     normalize: Option<bool>,
     model: Option<String>,
     fingerprint: Option<String>,
+    /// One of the model's prompts (text-embeddings-inference's `prompt_name`); with none, the
+    /// model's default prompt applies, as in `Encoder.encode`.
+    prompt_name: Option<String>,
 }
 
 fn parse_body(body: &Bytes) -> Result<serde_json::Map<String, Value>, ApiError> {
@@ -172,14 +177,19 @@ async fn compute(state: &State, request: Request) -> Result<(Arc<Model>, Vec<f32
         ));
     }
     let texts = request.texts;
+    let prompt_name = request.prompt_name;
+    let tokenize = move |encoder: &fastembed_core::Encoder| {
+        let prompt = prompt_name.as_deref().map_or(Prompt::Default, Prompt::Named);
+        encoder.tokenize_prompted(&texts, prompt).map(|(ids, _, skip)| (ids, skip))
+    };
     // A few texts are tokenized here at once; many on the blocking pool, not to hold a worker.
-    let tokenized = if texts.len() <= 64 {
-        Ok(model.encoder.tokenize(&texts))
+    let tokenized = if n <= 64 {
+        Ok(tokenize(&model.encoder))
     } else {
         let encoder = model.encoder.clone();
-        tokio::task::spawn_blocking(move || encoder.tokenize(&texts)).await
+        tokio::task::spawn_blocking(move || tokenize(&encoder)).await
     };
-    let tokens = match tokenized {
+    let (tokens, skip) = match tokenized {
         Ok(Ok(tokens)) => tokens,
         Ok(Err(err)) => {
             state.metrics.queued_texts.fetch_sub(n, Ordering::Relaxed);
@@ -195,6 +205,7 @@ async fn compute(state: &State, request: Request) -> Result<(Arc<Model>, Vec<f32
     let job = Job {
         tokens,
         normalize: request.normalize,
+        skip,
         reply,
         queued_at: Instant::now(),
     };
@@ -244,6 +255,7 @@ async fn embed_inner(state: &State, headers: &HeaderMap, body: &Bytes) -> Result
         normalize: optional_bool(&map, "normalize")?,
         model: optional_str(&map, "model")?,
         fingerprint: optional_str(&map, "fingerprint")?,
+        prompt_name: optional_str(&map, "prompt_name")?,
     };
     let (model, vectors, _) = compute(state, request).await?;
     let dim = model.encoder.dim();
@@ -312,6 +324,7 @@ async fn openai_inner(state: &State, body: &Bytes) -> Result<Response, ApiError>
         normalize: None,
         model: optional_str(&map, "model")?,
         fingerprint: None,
+        prompt_name: None,
     };
     let (model, vectors, tokens) = compute(state, request).await?;
     let dim = model.encoder.dim();

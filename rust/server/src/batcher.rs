@@ -20,6 +20,8 @@ pub type Vectors = Result<Vec<f32>, String>;
 pub struct Job {
     pub tokens: Vec<Vec<u32>>,
     pub normalize: Option<bool>,
+    /// Pooling starts at this token (past a prompt the model leaves out of pooling; else 0).
+    pub skip: usize,
     pub reply: oneshot::Sender<Vectors>,
     pub queued_at: Instant,
 }
@@ -127,6 +129,7 @@ impl Engine {
 struct Request {
     tokens: Vec<Vec<u32>>,
     normalize: Option<bool>,
+    skip: usize,
     queued_at: Instant,
     progress: Mutex<Progress>,
 }
@@ -180,6 +183,7 @@ fn split(job: Job, workers: usize, max_batch_tokens: usize) -> Vec<Piece> {
     let request = Arc::new(Request {
         tokens: job.tokens,
         normalize: job.normalize,
+        skip: job.skip,
         queued_at: job.queued_at,
         progress: Mutex::new(Progress {
             vectors: Vec::new(),
@@ -250,18 +254,18 @@ fn run(encoder: &Encoder, batch: Vec<Piece>, metrics: &Metrics) {
     for piece in &batch {
         metrics.queue_seconds.observe(started.duration_since(piece.request.queued_at).as_secs_f64());
     }
-    // Pieces asking for the same normalisation share one call; the mask keeps every row's vector
-    // independent of the others, so sharing changes speed, never values.
-    let mut groups: Vec<(Option<bool>, Vec<Piece>)> = Vec::new();
+    // Pieces asking for the same normalisation and pooling start share one call; the mask keeps
+    // every row's vector independent of the others, so sharing changes speed, never values.
+    let mut groups: Vec<((Option<bool>, usize), Vec<Piece>)> = Vec::new();
     for piece in batch {
-        let normalize = piece.request.normalize;
-        match groups.iter_mut().find(|(n, _)| *n == normalize) {
+        let key = (piece.request.normalize, piece.request.skip);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, members)) => members.push(piece),
-            None => groups.push((normalize, vec![piece])),
+            None => groups.push((key, vec![piece])),
         }
     }
     let mut done = Vec::new();
-    for (normalize, pieces) in groups {
+    for ((normalize, skip), pieces) in groups {
         let rows: Vec<&[u32]> = pieces
             .iter()
             .flat_map(|piece| piece.rows.iter().map(|&row| piece.request.tokens[row].as_slice()))
@@ -270,7 +274,7 @@ fn run(encoder: &Encoder, batch: Vec<Piece>, metrics: &Metrics) {
             normalize,
             ..EncodeOptions::default()
         };
-        let result = encoder.encode_tokens(&rows, &options);
+        let result = encoder.encode_tokens_from(&rows, skip, &options);
         drop(rows);
         match result {
             Ok(embeddings) if pieces.len() == 1 && pieces[0].is_whole() => {
@@ -335,6 +339,7 @@ mod tests {
         Job {
             tokens: lengths.iter().map(|&n| vec![7; n]).collect(),
             normalize: None,
+            skip: 0,
             reply,
             queued_at: Instant::now(),
         }

@@ -32,17 +32,18 @@ class Remote:
     def __init__(self, url: str, timeout: float, model: Model, dim: int, similarity: str) -> None:
         self.url, self.timeout, self.model, self.dim, self.similarity = url, timeout, model, dim, similarity
 
-    def literals(self, connections: dict, texts: list[str]) -> list[str]:
+    def literals(self, connections: dict, texts: list[str], prompt_name: str | None = None) -> list[str]:
         conn = connections.get((self.url, self.timeout))
         if conn is None:
             conn = connections[(self.url, self.timeout)] = Connection(self.url, self.timeout)
         out: list[str] = []
         for start in range(0, len(texts), _TEXTS_PER_REQUEST):
             chunk = texts[start : start + _TEXTS_PER_REQUEST]
+            body = {"inputs": chunk, "fingerprint": self.model.fingerprint}
+            if prompt_name is not None:
+                body["prompt_name"] = prompt_name
             try:
-                data, headers = conn.request(
-                    "POST", "/embed", {"inputs": chunk, "fingerprint": self.model.fingerprint},
-                    accept="text/x-pgvector")
+                data, headers = conn.request("POST", "/embed", body, accept="text/x-pgvector")
             except ServerError as exc:
                 self._fail(exc)
             if headers.get("x-fastembed-fingerprint") != self.model.fingerprint:
@@ -80,6 +81,9 @@ class Remote:
                 detail=str(exc),
                 hint=f"Start it with the bundle registered as {name}: {start}.",
             )
+        if exc.status == 422:
+            fail(f'the embedding server at {self.url} refused the request for model "{name}"',
+                 sqlstate="22023", detail=str(exc), hint="The detail names the argument it refused.")
         if exc.status in (429, 503):
             fail(f"the embedding server at {self.url} is overloaded", sqlstate="53000", detail=str(exc),
                  hint="Try again shortly, or raise the server's --max-concurrent-requests / --max-queued-texts.")

@@ -30,7 +30,7 @@ class Backend:
         # embed()'s last answer: (encoder, text, vector literal). A prepared statement's generic
         # plan cannot fold embed($1) into a constant, so `ORDER BY embedding <=> embed($1) LIMIT k`
         # calls it for the index scan and again for each of the k rows returned.
-        self.last_embed: tuple[fastembed_ext.Encoder, str, str] | None = None
+        self.last_embed: tuple[fastembed_ext.Encoder, str, str | None, str] | None = None
         self.forward_passes = 0  # diagnostics and tests
         # (server URL, timeout) -> keep-alive connection to the machine's embedding server
         self.connections: dict[tuple[str, float], Any] = {}
@@ -61,16 +61,23 @@ class Backend:
             fastembed_ext.set_num_threads(n)
             self.threads = n
 
-    def literals(self, plpy, model: Model, engine, texts: list[str]) -> list[str]:
+    def literals(self, plpy, model: Model, engine, texts: list[str], prompt_name: str | None = None) -> list[str]:
         """pgvector's text form of each text's vector, from the embedding server or from the
-        encoder loaded in this backend."""
+        encoder loaded in this backend; `prompt_name`: one of the model's prompts (None: its
+        default prompt, if it has one)."""
         self.forward_passes += 1
+        # (a server checks the name itself, against the bundle it serves)
+        if prompt_name is not None and not isinstance(engine, Remote) and prompt_name not in engine.prompts:
+            fail(f'model "{model.name}" has no prompt named "{prompt_name}"', sqlstate="22023",
+                 detail=f"Its prompts: {', '.join(sorted(engine.prompts)) or 'none'}.",
+                 hint="A model's prompts come from its config_sentence_transformers.json; "
+                 "embed(text, model) uses its default prompt, if it has one.")
         if isinstance(engine, Remote):
-            return engine.literals(self.connections, texts)
+            return engine.literals(self.connections, texts, prompt_name)
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", fastembed_ext.TruncationWarning)
-                vectors = engine.encode(texts)
+                vectors = engine.encode(texts, prompt_name)
         except fastembed_ext.FastembedExtError as exc:
             raise from_engine(exc, f'model "{model.name}" failed to embed {len(texts)} text(s)') from None
         except ValueError as exc:  # e.g. a text that cannot be encoded as UTF-8
@@ -89,19 +96,20 @@ class Backend:
         return self.library_version
 
     @entry
-    def embed(self, plpy, content: str, model: str | None) -> str:
+    def embed(self, plpy, content: str, model: str | None, prompt_name: str | None = None) -> str:
         found, enc = models.resolve(self, plpy, model)
         last = self.last_embed
-        if last is not None and last[0] is enc and last[1] == content:
-            return last[2]
-        (literal,) = self.literals(plpy, found, enc, [content])
-        self.last_embed = (enc, content, literal)
+        if last is not None and last[0] is enc and last[1] == content and last[2] == prompt_name:
+            return last[3]
+        (literal,) = self.literals(plpy, found, enc, [content], prompt_name)
+        self.last_embed = (enc, content, prompt_name, literal)
         return literal
 
     @entry
-    def embed_batch(self, plpy, contents: list[str | None], model: str | None) -> list[str | None]:
+    def embed_batch(self, plpy, contents: list[str | None], model: str | None,
+                    prompt_name: str | None = None) -> list[str | None]:
         found, enc = models.resolve(self, plpy, model)
-        return tables._embed_literals(self, plpy, found, enc, contents)
+        return tables._embed_literals(self, plpy, found, enc, contents, prompt_name)
 
     @entry
     def register_model(self, plpy, name: str, path: str) -> dict[str, Any]:

@@ -167,7 +167,8 @@ def column_model(plpy, t: Table, vector_name: str, col: dict[str, Any]) -> str |
 # --------------------------------------------------------------------------- attach / detach
 
 
-def _embed_literals(backend: Backend, plpy, model: Model, enc, texts: list[str | None]) -> list[str | None]:
+def _embed_literals(backend: Backend, plpy, model: Model, enc, texts: list[str | None],
+                    prompt_name: str | None = None) -> list[str | None]:
     if len(texts) > BATCH_TEXTS:
         fail(f"{len(texts)} texts in one call is more than {BATCH_TEXTS}", sqlstate="54000",
              detail="The vectors of one call are built in the backend's memory at once.",
@@ -175,7 +176,7 @@ def _embed_literals(backend: Backend, plpy, model: Model, enc, texts: list[str |
     idx = [i for i, text in enumerate(texts) if text is not None]
     out: list[str | None] = [None] * len(texts)
     if idx:
-        for i, literal in zip(idx, backend.literals(plpy, model, enc, [texts[i] for i in idx])):
+        for i, literal in zip(idx, backend.literals(plpy, model, enc, [texts[i] for i in idx], prompt_name)):
             out[i] = literal
     return out
 

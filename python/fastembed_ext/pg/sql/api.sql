@@ -303,6 +303,17 @@ CREATE OR REPLACE FUNCTION embed(content text, model text) RETURNS vector
 LANGUAGE plpython3u IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $python$ embed(content, model) $python$;
 
+-- With one of the model's prompts (its config_sentence_transformers.json "prompts"), as
+-- sentence-transformers' encode(text, prompt_name=...); the two-argument forms use the model's
+-- default prompt, if it has one. Still IMMUTABLE: the prompt is part of the pinned bundle.
+CREATE OR REPLACE FUNCTION embed(content text, model text, prompt_name text) RETURNS vector
+LANGUAGE plpython3u IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $python$ embed(content, model, prompt_name) $python$;
+
+CREATE OR REPLACE FUNCTION embed_batch(contents text[], model text, prompt_name text) RETURNS vector[]
+LANGUAGE plpython3u IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $python$ embed_batch(contents, model, prompt_name) $python$;
+
 CREATE OR REPLACE FUNCTION embed_batch(contents text[]) RETURNS vector[]
 LANGUAGE plpython3u IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $python$ embed_batch(contents, None) $python$;

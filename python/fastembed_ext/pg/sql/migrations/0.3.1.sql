@@ -1,5 +1,6 @@
 -- 0.3.0 -> 0.3.1: async queues hold keys in the key column's own type instead of text, which
--- takes a fifth off a bulk INSERT into an async-attached table. Frozen once released.
+-- takes a fifth off a bulk INSERT into an async-attached table; embed(text, model, prompt_name)
+-- and embed_batch(texts, model, prompt_name) (api.sql). Frozen once released.
 
 -- @api
 
