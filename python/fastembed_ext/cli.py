@@ -165,7 +165,7 @@ def default_socket() -> str:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from . import _native
-    from .export import resolve_bundle
+    from .resolve import resolve_bundle
 
     models = []
     for spec in args.model:

@@ -14,7 +14,8 @@ import numpy.typing as npt
 
 from . import _native
 from .errors import ModelLoadError, TruncationWarning
-from .export import MANIFEST_FILE, resolve_bundle
+from ._files import MANIFEST_FILE
+from .resolve import resolve_bundle
 from .precision import PRECISIONS, Precision, quantize_embeddings
 
 # With a progress bar the texts go to the engine in chunks, so the bar moves while each chunk stays

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _native  # noqa: F401  (registers torch.ops.fastembed)
+from .architectures import ARCHITECTURES
 
 
 class FastembedLinear(torch.nn.Module):
@@ -57,8 +58,12 @@ class FastembedLinear(torch.nn.Module):
 
 
 # (linear layer, activation applied to its output) attribute pairs of the supported
-# architectures' feed-forward blocks: DistilBERT's FFN, BERT's and RoBERTa's intermediate layer.
-_LINEAR_THEN_ACTIVATION = (("lin1", "activation"), ("dense", "intermediate_act_fn"))
+# architectures' feed-forward blocks, and their query, key and value projections (which all read
+# the same hidden states): architectures.py's table.
+_LINEAR_THEN_ACTIVATION = tuple(
+    dict.fromkeys(a.linear_then_activation for a in ARCHITECTURES.values() if a.linear_then_activation)
+)
+_QUERY_KEY_VALUE = tuple(dict.fromkeys(a.query_key_value for a in ARCHITECTURES.values() if a.query_key_value))
 
 
 def _is_exact_gelu(module: object) -> bool:
@@ -68,9 +73,6 @@ def _is_exact_gelu(module: object) -> bool:
     return type(module).__name__ == "GELUActivation" and getattr(module, "act", None) is F.gelu
 
 
-# Query, key and value projections of the supported architectures' self-attention: DistilBERT,
-# BERT and RoBERTa, MPNet. All three read the same hidden states.
-_QUERY_KEY_VALUE = (("q_lin", "k_lin", "v_lin"), ("query", "key", "value"), ("q", "k", "v"))
 
 
 class FusedProjection(torch.nn.Module):

@@ -11,14 +11,15 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from .architectures import ARCHITECTURES
+
 if TYPE_CHECKING:
     import torch
 
 QUANTIZATIONS = ("int8",)
 
-# Feed-forward down-projection of each supported architecture (BERT and RoBERTa: `output.dense`
-# of a layer, not of its attention; DistilBERT: `ffn.lin2`).
-_KEEP_FLOAT = re.compile(r"(layer\.\d+\.output\.dense|ffn\.lin2)$")
+# Feed-forward down-projections of every supported architecture (architectures.py's table).
+_KEEP_FLOAT = re.compile("|".join(dict.fromkeys(f"(?:{a.keep_float.pattern})" for a in ARCHITECTURES.values())))
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:

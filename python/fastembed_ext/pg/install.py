@@ -182,7 +182,8 @@ def bundle_for(src: str, models_dir: Path, name: str) -> Path:
     it in ``models_dir``. An export's directory is named after the checkpoint's files and the
     exporter's revision, so running `pg install` again reuses it, and a changed checkpoint (or a
     newer exporter) gets a new directory: a bundle a registration is pinned to is never rewritten."""
-    from fastembed_ext.export import MANIFEST_FILE, cache_key
+    from fastembed_ext._files import MANIFEST_FILE
+    from fastembed_ext.resolve import cache_key
 
     path = Path(src).expanduser()
     if (path / MANIFEST_FILE).is_file():
@@ -214,7 +215,7 @@ def _readable_or_raise(path: Path, local: bool) -> None:
 def _export_0_1_0_checkpoints(conn: psycopg.Connection, models_dir: Path, local: bool, log) -> None:
     """0.2.0 loads only bundles: before the update, point 0.1.0 registrations of checkpoint
     folders at bundles exported from them (the update itself cannot export)."""
-    from fastembed_ext.export import MANIFEST_FILE
+    from fastembed_ext._files import MANIFEST_FILE
 
     for name, path in conn.execute("SELECT name, path FROM fastembed_ext.model_registry ORDER BY name"):
         if (Path(path) / MANIFEST_FILE).is_file() or not Path(path).is_dir():
