@@ -207,6 +207,15 @@ def build_distilbert_256k(folder: Path, *, seed: int = 0) -> Path:
 # --------------------------------------------------------------------------- RoBERTa-like
 
 BPE_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # <pad> = 1, as in RoBERTa
+# tokenizer_config.json entries and the small model shape that RoBERTa and XLM-RoBERTa share
+ROBERTA_SPECIAL_TOKENS = {
+    "model_max_length": 512, "bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
+    "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>",
+}
+SMALL_ROBERTA = {
+    "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+    "max_position_embeddings": 514, "type_vocab_size": 1, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2,
+}
 
 
 def build_roberta(folder: Path, *, seed: int = 0, vocab_size: int = 2000) -> Path:
@@ -222,35 +231,11 @@ def build_roberta(folder: Path, *, seed: int = 0, vocab_size: int = 2000) -> Pat
     bpe.save_model(str(folder))  # vocab.json + merges.txt
     _write_json(
         folder / "tokenizer_config.json",
-        {
-            "tokenizer_class": "RobertaTokenizer",
-            "model_max_length": 512,
-            "add_prefix_space": False,
-            "trim_offsets": True,
-            "errors": "replace",
-            "bos_token": "<s>",
-            "eos_token": "</s>",
-            "sep_token": "</s>",
-            "cls_token": "<s>",
-            "unk_token": "<unk>",
-            "pad_token": "<pad>",
-            "mask_token": "<mask>",
-        },
+        {"tokenizer_class": "RobertaTokenizer", "add_prefix_space": False, "trim_offsets": True, "errors": "replace",
+         **ROBERTA_SPECIAL_TOKENS},
     )
     torch.manual_seed(seed)
-    config = RobertaConfig(
-        vocab_size=bpe.get_vocab_size(),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=514,
-        type_vocab_size=1,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-    )
-    RobertaModel(config).eval().save_pretrained(folder)
+    RobertaModel(RobertaConfig(vocab_size=bpe.get_vocab_size(), **SMALL_ROBERTA)).eval().save_pretrained(folder)
     write_st_files(folder, dim=32, max_seq_length=128, normalize=True)
     return folder
 
@@ -428,33 +413,9 @@ def build_xlm_roberta(folder: Path, *, seed: int = 0, vocab_size: int = 1500) ->
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
     )
     unigram.save(str(folder / "tokenizer.json"))
-    _write_json(
-        folder / "tokenizer_config.json",
-        {
-            "tokenizer_class": "XLMRobertaTokenizer",
-            "model_max_length": 512,
-            "bos_token": "<s>",
-            "eos_token": "</s>",
-            "sep_token": "</s>",
-            "cls_token": "<s>",
-            "unk_token": "<unk>",
-            "pad_token": "<pad>",
-            "mask_token": "<mask>",
-        },
-    )
+    _write_json(folder / "tokenizer_config.json", {"tokenizer_class": "XLMRobertaTokenizer", **ROBERTA_SPECIAL_TOKENS})
     torch.manual_seed(seed)
-    config = XLMRobertaConfig(
-        vocab_size=unigram.get_vocab_size(),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=514,
-        type_vocab_size=1,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-    )
+    config = XLMRobertaConfig(vocab_size=unigram.get_vocab_size(), **SMALL_ROBERTA)
     XLMRobertaModel(config).eval().save_pretrained(folder)
     write_st_files(folder, dim=32, max_seq_length=128, normalize=True)
     return folder

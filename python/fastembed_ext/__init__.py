@@ -16,7 +16,6 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from .client import Client
-from .precision import quantize_embeddings
 from .errors import (
     BundleChangedError,
     EncodeError,
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
     from ._native import __version__, num_threads, set_num_threads
     from .encoder import Encoder
     from .export import export
+    from .precision import quantize_embeddings
 
 _ENGINE = {
     "__version__": "._native",
@@ -38,6 +38,7 @@ _ENGINE = {
     "set_num_threads": "._native",
     "Encoder": ".encoder",
     "export": ".export",
+    "quantize_embeddings": ".precision",
 }
 
 
@@ -60,6 +61,7 @@ if not _inside_postgres():
     from ._native import __version__, num_threads, set_num_threads  # noqa: E402, F811
     from .encoder import Encoder  # noqa: E402, F811
     from .export import export  # noqa: E402, F811
+    from .precision import quantize_embeddings  # noqa: E402, F811
 
 __all__ = [
     "BundleChangedError",

@@ -42,6 +42,8 @@ def test_extension_objects(conn):
         "embed(text,text)": "itrues",
         "embed_batch(text[])": "itrues",
         "embed_batch(text[],text)": "itrues",
+        "embed(text,text,text)": "itrues",
+        "embed_batch(text[],text,text)": "itrues",
     }
 
 
