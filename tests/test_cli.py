@@ -129,3 +129,20 @@ def test_split_lines() -> None:
     assert split_lines("a\nb\n") == ["a", "b"]
     assert split_lines("a\r\n\nb") == ["a", "", "b"]
     assert split_lines("x\u2028y\fz\n") == ["x\u2028y\fz"]
+
+
+def test_prompt_name_and_truncate_dim(distilbert_256k: Path, tmp_path: Path) -> None:
+    from model_factory import with_head
+
+    folder = with_head(distilbert_256k, tmp_path / "p", prompts={"query": "query: "})
+    bundle = tmp_path / "bundle"
+    result = run("export", str(folder), str(bundle), "--truncate-dim", "16")
+    assert result.returncode == 0, result.stderr.decode()
+    enc = fastembed_ext.Encoder(bundle)
+    assert enc.dim == 16
+    result = run("encode", "--model", str(bundle), "--prompt-name", "query", "--truncate-dim", "8", *TEXTS)
+    assert result.returncode == 0, result.stderr.decode()
+    _, vectors = jsonl_vectors(result.stdout)
+    np.testing.assert_array_equal(vectors, enc.encode(TEXTS, prompt_name="query", truncate_dim=8))
+    assert_one_line_error(run("encode", "--model", str(bundle), "--prompt-name", "search", "x"), 1,
+                          'prompt name "search" is not one of this model\'s prompts (query)')

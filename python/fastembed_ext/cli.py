@@ -46,7 +46,9 @@ def _error(message: str) -> None:
 def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export
 
-    dst = export(args.src, args.dst, quantize=args.quantize)
+    if args.truncate_dim is not None and args.truncate_dim < 1:
+        raise UsageError(f"--truncate-dim must be a positive integer, not {args.truncate_dim}")
+    dst = export(args.src, args.dst, quantize=args.quantize, truncate_dim=args.truncate_dim)
     print(dst)
     return 0
 
@@ -120,8 +122,11 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     progress = args.progress
     if progress is None:
         progress = len(texts) > PROGRESS_THRESHOLD and sys.stderr.isatty()
+    if args.truncate_dim is not None and args.truncate_dim < 1:
+        raise UsageError(f"--truncate-dim must be a positive integer, not {args.truncate_dim}")
     vectors = encoder.encode(
-        texts, batch_size=args.batch_size, normalize=args.normalize, show_progress_bar=bool(progress)
+        texts, prompt_name=args.prompt_name, batch_size=args.batch_size, normalize=args.normalize,
+        show_progress_bar=bool(progress), truncate_dim=args.truncate_dim,
     )
     if fmt == "npy":
         _write_npy(vectors, args.output)
@@ -220,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", metavar="SRC")
     p.add_argument("dst", metavar="DST")
     p.add_argument("--quantize", choices=["int8"], default=None, help="int8: per-channel dynamic int8 linear layers (faster, slightly different vectors)")
+    p.add_argument("--truncate-dim", type=int, metavar="N",
+                   help="Matryoshka: the bundle's vectors keep their first N dimensions (SQL columns get N)")
     p.set_defaults(func=_cmd_export)
 
     p = subparsers.add_parser(
@@ -237,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-f", "--file", metavar="PATH", help="read one text per line from PATH ('-' for stdin)")
     p.add_argument("-b", "--batch-size", type=int, metavar="N", help="texts per forward pass")
+    p.add_argument("--prompt-name", metavar="NAME",
+                   help="one of the model's prompts, put before every text (default: the model's default prompt)")
+    p.add_argument("--truncate-dim", type=int, metavar="N", help="keep the first N dimensions (Matryoshka)")
     p.add_argument(
         "--normalize", action=argparse.BooleanOptionalAction, default=None,
         help="L2-normalise the vectors (default: as the model does)",
