@@ -248,6 +248,9 @@ pub fn spawn(engine: Engine, encoder: Arc<Encoder>, max_batch_tokens: usize, met
     sender
 }
 
+/// What pieces must share to go into one call: their normalisation and the token pooling starts at.
+type CallKey = (Option<bool>, usize);
+
 /// Computes one batch on a worker and answers each request whose last piece it holds.
 fn run(encoder: &Encoder, batch: Vec<Piece>, metrics: &Metrics) {
     let started = Instant::now();
@@ -256,7 +259,7 @@ fn run(encoder: &Encoder, batch: Vec<Piece>, metrics: &Metrics) {
     }
     // Pieces asking for the same normalisation and pooling start share one call; the mask keeps
     // every row's vector independent of the others, so sharing changes speed, never values.
-    let mut groups: Vec<((Option<bool>, usize), Vec<Piece>)> = Vec::new();
+    let mut groups: Vec<(CallKey, Vec<Piece>)> = Vec::new();
     for piece in batch {
         let key = (piece.request.normalize, piece.request.skip);
         match groups.iter_mut().find(|(k, _)| *k == key) {
