@@ -147,13 +147,20 @@ def test_openai_embeddings(server, minilm_encoder):
     same(np.frombuffer(raw, "<f4"), want[0])
 
 
-def test_openai_client_reads_it(server, minilm_encoder):
+def test_openai_client_reads_it(server, minilm_encoder, distilbert_encoder):
     import openai
 
     client = openai.OpenAI(base_url=server.http + "/v1", api_key="not needed")
     got = client.embeddings.create(input=["first", "second"], model="minilm")
     assert len(got.data) == 2 and got.model == "minilm"
     same(np.asarray([d.embedding for d in got.data], np.float32), minilm_encoder.encode(["first", "second"]))
+    # dimensions: Matryoshka truncation, of unit length as the model's vectors are
+    short = client.embeddings.create(input=["first", "second"], model="minilm", dimensions=64)
+    want = minilm_encoder.encode(["first", "second"], truncate_dim=64, normalize_embeddings=True)
+    same(np.asarray([d.embedding for d in short.data], np.float32), want)
+    dot = client.embeddings.create(input=["first"], model="dot", dimensions=8)
+    # a dot-product model's vectors are cut, not normalised
+    same(np.asarray(dot.data[0].embedding, np.float32), distilbert_encoder.encode("first", truncate_dim=8))
 
 
 @pytest.mark.parametrize(
@@ -173,7 +180,10 @@ def test_openai_client_reads_it(server, minilm_encoder):
          "prompt name \"query\" is not one of this model's prompts (it has none)"),
         ("/v1/embeddings", {"input": [[1, 2, 3]], "model": "minilm"}, 422, "input[0] is a list"),
         ("/v1/embeddings", {"input": "a", "model": "minilm", "encoding_format": "int8"}, 422, "encoding_format"),
-        ("/v1/embeddings", {"input": "a", "model": "minilm", "dimensions": 64}, 422, "makes 384-dimensional"),
+        ("/v1/embeddings", {"input": "a", "model": "minilm", "dimensions": 385}, 422,
+         'dimensions 385 is not supported: model "minilm" makes vectors of at most 384 dimensions'),
+        ("/v1/embeddings", {"input": "a", "model": "minilm", "dimensions": "64"}, 422,
+         "dimensions is a string, expected a positive integer"),
     ],
 )
 def test_bad_requests_get_clear_answers(server, path, body, status, fragment):

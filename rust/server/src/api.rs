@@ -23,7 +23,7 @@ use fastembed_core::Prompt;
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, Semaphore};
 
-use crate::batcher::Job;
+use crate::batcher::{Call, Job};
 use crate::config::Config;
 use crate::error::{ApiError, ServerError};
 use crate::metrics::Metrics;
@@ -73,6 +73,9 @@ struct Request {
     /// One of the model's prompts (text-embeddings-inference's `prompt_name`); with none, the
     /// model's default prompt applies, as in `Encoder.encode`.
     prompt_name: Option<String>,
+    /// OpenAI's `dimensions`: the first this many dimensions (Matryoshka), of unit length when
+    /// the model's vectors are.
+    dimensions: Option<usize>,
 }
 
 fn parse_body(body: &Bytes) -> Result<serde_json::Map<String, Value>, ApiError> {
@@ -166,6 +169,18 @@ async fn compute(state: &State, request: Request) -> Result<(Arc<Model>, Vec<f32
         .registry
         .get(request.model.as_deref(), request.fingerprint.as_deref())
         .await?;
+    let truncate_dim = match request.dimensions {
+        None => None,
+        Some(d) if d == model.encoder.dim() => None,
+        Some(d) if (1..=model.encoder.full_dim()).contains(&d) => Some(d),
+        Some(d) => {
+            return Err(ApiError::validation(format!(
+                "dimensions {d} is not supported: model {:?} makes vectors of at most {} dimensions",
+                model.name,
+                model.encoder.full_dim()
+            )))
+        }
+    };
     let n = request.texts.len() as u64;
     let queued = state.metrics.queued_texts.fetch_add(n, Ordering::Relaxed) + n;
     if queued > state.config.max_queued_texts as u64 {
@@ -204,8 +219,12 @@ async fn compute(state: &State, request: Request) -> Result<(Arc<Model>, Vec<f32
     let (reply, answer) = oneshot::channel();
     let job = Job {
         tokens,
-        normalize: request.normalize,
-        skip,
+        call: Call {
+            normalize: request.normalize,
+            skip,
+            truncate_dim,
+            normalize_embeddings: truncate_dim.is_some() && model.encoder.manifest().normalize,
+        },
         reply,
         queued_at: Instant::now(),
     };
@@ -256,6 +275,7 @@ async fn embed_inner(state: &State, headers: &HeaderMap, body: &Bytes) -> Result
         model: optional_str(&map, "model")?,
         fingerprint: optional_str(&map, "fingerprint")?,
         prompt_name: optional_str(&map, "prompt_name")?,
+        dimensions: None,
     };
     let (model, vectors, _) = compute(state, request).await?;
     let dim = model.encoder.dim();
@@ -319,25 +339,27 @@ async fn openai_inner(state: &State, body: &Bytes) -> Result<Response, ApiError>
             "encoding_format {encoding:?} is not supported; use \"float\" or \"base64\""
         )));
     }
+    let dimensions = match map.get("dimensions") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|d| d >= 1) => n.as_u64().map(|d| d as usize),
+        Some(other) => {
+            return Err(ApiError::validation(format!(
+                "dimensions is {}, expected a positive integer",
+                kind(other)
+            )))
+        }
+    };
     let request = Request {
         texts: texts("input", map.get("input"), &state.config)?,
         normalize: None,
         model: optional_str(&map, "model")?,
         fingerprint: None,
         prompt_name: None,
+        dimensions,
     };
+    let rows = request.texts.len();
     let (model, vectors, tokens) = compute(state, request).await?;
-    let dim = model.encoder.dim();
-    match map.get("dimensions") {
-        None | Some(Value::Null) => {}
-        Some(Value::Number(n)) if n.as_u64() == Some(dim as u64) => {}
-        Some(other) => {
-            return Err(ApiError::validation(format!(
-                "dimensions {other} is not supported: model {:?} makes {dim}-dimensional vectors",
-                model.name
-            )))
-        }
-    }
+    let dim = vectors.len() / rows;
     let data: Vec<OpenAiEmbedding<'_>> = vectors
         .chunks_exact(dim)
         .enumerate()

@@ -17,11 +17,21 @@ use crate::metrics::Metrics;
 /// Vectors of one request: `rows × dim`, row-major, in the request's order.
 pub type Vectors = Result<Vec<f32>, String>;
 
-pub struct Job {
-    pub tokens: Vec<Vec<u32>>,
+/// How a request's vectors are made from its tokens; requests that agree share forward passes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Call {
     pub normalize: Option<bool>,
     /// Pooling starts at this token (past a prompt the model leaves out of pooling; else 0).
     pub skip: usize,
+    /// Matryoshka: keep this many dimensions (OpenAI's `dimensions`).
+    pub truncate_dim: Option<usize>,
+    /// L2-normalise after truncating.
+    pub normalize_embeddings: bool,
+}
+
+pub struct Job {
+    pub tokens: Vec<Vec<u32>>,
+    pub call: Call,
     pub reply: oneshot::Sender<Vectors>,
     pub queued_at: Instant,
 }
@@ -128,8 +138,7 @@ impl Engine {
 /// A request being computed, perhaps in pieces by several workers at once.
 struct Request {
     tokens: Vec<Vec<u32>>,
-    normalize: Option<bool>,
-    skip: usize,
+    call: Call,
     queued_at: Instant,
     progress: Mutex<Progress>,
 }
@@ -182,8 +191,7 @@ fn split(job: Job, workers: usize, max_batch_tokens: usize) -> Vec<Piece> {
     }
     let request = Arc::new(Request {
         tokens: job.tokens,
-        normalize: job.normalize,
-        skip: job.skip,
+        call: job.call,
         queued_at: job.queued_at,
         progress: Mutex::new(Progress {
             vectors: Vec::new(),
@@ -248,36 +256,35 @@ pub fn spawn(engine: Engine, encoder: Arc<Encoder>, max_batch_tokens: usize, met
     sender
 }
 
-/// What pieces must share to go into one call: their normalisation and the token pooling starts at.
-type CallKey = (Option<bool>, usize);
-
 /// Computes one batch on a worker and answers each request whose last piece it holds.
 fn run(encoder: &Encoder, batch: Vec<Piece>, metrics: &Metrics) {
     let started = Instant::now();
     for piece in &batch {
         metrics.queue_seconds.observe(started.duration_since(piece.request.queued_at).as_secs_f64());
     }
-    // Pieces asking for the same normalisation and pooling start share one call; the mask keeps
-    // every row's vector independent of the others, so sharing changes speed, never values.
-    let mut groups: Vec<(CallKey, Vec<Piece>)> = Vec::new();
+    // Pieces asking for the same `Call` share one forward pass; the mask keeps every row's
+    // vector independent of the others, so sharing changes speed, never values.
+    let mut groups: Vec<(Call, Vec<Piece>)> = Vec::new();
     for piece in batch {
-        let key = (piece.request.normalize, piece.request.skip);
-        match groups.iter_mut().find(|(k, _)| *k == key) {
+        let call = piece.request.call;
+        match groups.iter_mut().find(|(c, _)| *c == call) {
             Some((_, members)) => members.push(piece),
-            None => groups.push((key, vec![piece])),
+            None => groups.push((call, vec![piece])),
         }
     }
     let mut done = Vec::new();
-    for ((normalize, skip), pieces) in groups {
+    for (call, pieces) in groups {
         let rows: Vec<&[u32]> = pieces
             .iter()
             .flat_map(|piece| piece.rows.iter().map(|&row| piece.request.tokens[row].as_slice()))
             .collect();
         let options = EncodeOptions {
-            normalize,
+            normalize: call.normalize,
+            truncate_dim: call.truncate_dim,
+            normalize_embeddings: call.normalize_embeddings,
             ..EncodeOptions::default()
         };
-        let result = encoder.encode_tokens_from(&rows, skip, &options);
+        let result = encoder.encode_tokens_from(&rows, call.skip, &options);
         drop(rows);
         match result {
             Ok(embeddings) if pieces.len() == 1 && pieces[0].is_whole() => {
@@ -341,8 +348,7 @@ mod tests {
         let (reply, _answer) = oneshot::channel();
         Job {
             tokens: lengths.iter().map(|&n| vec![7; n]).collect(),
-            normalize: None,
-            skip: 0,
+            call: Call::default(),
             reply,
             queued_at: Instant::now(),
         }
