@@ -184,3 +184,18 @@ def test_a_newer_bundle_is_refused_naming_both_versions(roberta_bundle: Path, tm
     (newer / "fastembed_ext.json").write_text(json.dumps(manifest))
     with pytest.raises(UnsupportedModelError, match=r"bundle format_version 3 \(this fastembed_ext reads format_version 1 to 2"):
         fastembed_ext.Encoder(newer)
+
+
+def test_windows_leave_room_for_the_default_prompt(distilbert_256k: Path, tmp_path: Path) -> None:
+    """A chunk cut at window_tokens embeds whole with the model's default prompt before it."""
+    folder = with_head(distilbert_256k, tmp_path / "w", prompts={"passage": "a passage of some text: "},
+                       default_prompt_name="passage")
+    enc = fastembed_ext.Encoder(folder)
+    prompt_tokens = len(enc.tokenize(["a passage of some text: "])[0])  # with [CLS] and [SEP]
+    assert enc.window_tokens == enc.max_seq_length - prompt_tokens
+    text = " ".join(["a"] * 1000)
+    chunks = [text[start:end] for start, end in enc.windows(text)]
+    assert len(chunks) > 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fastembed_ext.TruncationWarning)
+        enc.encode(chunks)

@@ -85,6 +85,8 @@ pub struct Encoder {
     fingerprint: OnceLock<String>,
     /// Width of the vectors before any truncation (pooled, through the head).
     full_dim: usize,
+    /// See [`Self::window_tokens`].
+    window_tokens: usize,
 }
 
 /// After this many padded tokens, the memory the forward passes freed is handed back to the
@@ -173,8 +175,15 @@ impl Encoder {
             backbone,
             fingerprint,
             full_dim: 0,
+            window_tokens: 0,
         };
         encoder.full_dim = encoder.check_width()?;
+        // What the default prompt takes, with the special tokens, is not the text's to use.
+        let reserved = match encoder.prompt_text(Prompt::Default)? {
+            Some(prompt) => encoder.tokenizer.encode(&[prompt])?[0].len(),
+            None => encoder.tokenizer.special_tokens(),
+        };
+        encoder.window_tokens = encoder.manifest.max_seq_length.saturating_sub(reserved);
         Ok(encoder)
     }
 
@@ -261,11 +270,10 @@ impl Encoder {
         self.tokenizer.encode(texts)
     }
 
-    /// The most tokens of a text one vector sees: `max_seq_length` less the special tokens.
+    /// The most tokens of a text one vector sees: `max_seq_length` less the special tokens and
+    /// the model's default prompt (which `encode` puts before every text unless told otherwise).
     pub fn window_tokens(&self) -> usize {
-        self.manifest
-            .max_seq_length
-            .saturating_sub(self.tokenizer.special_tokens())
+        self.window_tokens
     }
 
     /// Character spans of the windows that cut `text` into pieces this model embeds whole:
@@ -282,7 +290,7 @@ impl Encoder {
         if window > most {
             return Err(Error::InvalidArgument(format!(
                 "a window of {window} tokens is longer than this model embeds whole ({most} tokens: \
-                 max_seq_length {} less its special tokens)",
+                 max_seq_length {} less its special tokens and default prompt)",
                 self.manifest.max_seq_length
             )));
         }
