@@ -260,11 +260,12 @@ def similarity_of(plan: Plan) -> str:
     )
 
 
-def dense_head(dense_dirs: list[Path], width: int) -> Any:
+def dense_head(dense_dirs: list[Path], width: int) -> tuple[Any, int]:
     """sentence-transformers' Dense modules as one ``nn.Sequential`` of (Linear, activation)
-    pairs, or None when there are none. Only torch.nn activations are taken from a config."""
+    pairs (None when there are none), and the width of what comes out of them, given pooled
+    vectors of `width`. Only torch.nn activations are taken from a config."""
     if not dense_dirs:
-        return None
+        return None, width
     import torch
 
     layers: list[Any] = []
@@ -291,9 +292,7 @@ def dense_head(dense_dirs: list[Path], width: int) -> Any:
             raise ModelLoadError(f"{folder}: the Dense weights do not fit its config: {exc}") from exc
         layers += [linear, getattr(torch.nn, short)()]
         width = out_features
-    head = torch.nn.Sequential(*layers).eval().float()
-    head.out_features = width
-    return head
+    return torch.nn.Sequential(*layers).eval().float(), width
 
 
 def _dense_weights(folder: Path) -> dict[str, Any]:

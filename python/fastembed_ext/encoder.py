@@ -5,7 +5,7 @@ from __future__ import annotations
 import operator
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,7 +16,7 @@ from . import _native
 from .errors import ModelLoadError, TruncationWarning
 from ._files import MANIFEST_FILE
 from .resolve import resolve_bundle
-from .precision import PRECISIONS, Precision, quantize_embeddings
+from .precision import Precision, check_precision, quantize_embeddings
 
 # With a progress bar the texts go to the engine in chunks, so the bar moves while each chunk stays
 # large enough for the engine to group texts of similar length: 8 batches when the caller caps
@@ -112,17 +112,20 @@ class Encoder:
             raise ValueError(
                 f"output_value {output_value!r} is not supported; fastembed_ext returns sentence embeddings only"
             )
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision {precision!r} is not supported; use one of {', '.join(PRECISIONS)}")
-        options = (batch_size, normalize, truncate_dim, normalize_embeddings, prompt, prompt_name)
+        check_precision(precision)  # before the work, not after it
+
+        def run(chunk: Iterable[str]) -> tuple[npt.NDArray[np.float32], int]:
+            return self._native.encode(chunk, batch_size, normalize, self._batch_tokens, truncate_dim,
+                                       normalize_embeddings, prompt, prompt_name)
+
         if isinstance(texts, str):
-            vectors, truncated = self._encode_chunk([texts], options)
+            vectors, truncated = run([texts])
             self._warn_truncated(truncated, 1)
             return _convert(vectors, precision, convert_to_numpy, convert_to_tensor)[0]
         if show_progress_bar:
-            vectors = self._encode_with_progress(list(texts), options)
+            vectors = self._encode_with_progress(list(texts), run, batch_size)
         else:
-            vectors, truncated = self._encode_chunk(texts, options)
+            vectors, truncated = run(texts)
             self._warn_truncated(truncated, len(vectors))
         return _convert(vectors, precision, convert_to_numpy, convert_to_tensor)
 
@@ -159,13 +162,6 @@ class Encoder:
         if chunk:
             yield from self.encode(chunk, **kwargs)
 
-    def _encode_chunk(self, texts: Iterable[str], options: tuple) -> tuple[npt.NDArray[np.float32], int]:
-        batch_size, normalize, truncate_dim, normalize_embeddings, prompt, prompt_name = options
-        return self._native.encode(
-            texts, batch_size, normalize, self._batch_tokens, truncate_dim, normalize_embeddings,
-            prompt, prompt_name,
-        )
-
     def _warn_truncated(self, truncated: int, total: int) -> None:
         if truncated:
             warnings.warn(
@@ -175,24 +171,28 @@ class Encoder:
                 stacklevel=3,
             )
 
-    def _encode_with_progress(self, texts: Sequence[str], options: tuple) -> npt.NDArray[np.float32]:
+    def _encode_with_progress(
+        self,
+        texts: Sequence[str],
+        run: Callable[[Sequence[str]], tuple[npt.NDArray[np.float32], int]],
+        batch_size: int | None,
+    ) -> npt.NDArray[np.float32]:
         from tqdm.auto import tqdm
 
-        batch_size = options[0]
         step = batch_size * _BATCHES_PER_PROGRESS_STEP if batch_size else _TEXTS_PER_PROGRESS_STEP
         parts: list[npt.NDArray[np.float32]] = []
         truncated = 0
         with tqdm(total=len(texts), desc="Encoding", unit="text") as bar:
             for start in range(0, len(texts), step):
                 chunk = texts[start : start + step]
-                vectors, cut = self._encode_chunk(chunk, options)
+                vectors, cut = run(chunk)
                 parts.append(vectors)
                 truncated += cut
                 bar.update(len(chunk))
         self._warn_truncated(truncated, len(texts))
-        if not parts:
-            return self._encode_chunk([], options)[0]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate(parts) if parts else run([])[0]
 
     def windows(self, text: str, window: int | None = None, overlap: int = 0) -> list[tuple[int, int]]:
         """Character spans ``(start, end)`` of token windows that together cover `text`, cut by this

@@ -147,7 +147,7 @@ def _write_bundle(
     saved.save(str(out / TOKENIZER_FILE))
 
     pooled_width = plan.hidden_size * len(plan.pooling)
-    head = dense_head(plan.dense_dirs, pooled_width)
+    head, full_dim = dense_head(plan.dense_dirs, pooled_width)
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # load reports and loss-type notes are noise here
     try:
@@ -163,7 +163,6 @@ def _write_bundle(
             f"{plan.transformer_dir / 'config.json'}: hidden size {plan.hidden_size} but the "
             f"traced model returns vectors of width {dim}"
         )
-    full_dim = head.out_features if head is not None else pooled_width
     if truncate_dim is not None and truncate_dim > full_dim:
         raise ValueError(f"truncate_dim {truncate_dim} is more than the model's {full_dim} dimensions")
     return {

@@ -26,8 +26,7 @@ def quantize_embeddings(
     calibration_embeddings: npt.ArrayLike | None = None,
 ) -> np.ndarray:
     """`embeddings` (float, ``(n, dim)`` or ``(dim,)``) at `precision`."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r} is not supported; use one of {', '.join(PRECISIONS)}")
+    check_precision(precision)
     vectors = np.asarray(embeddings)
     if vectors.dtype.kind not in "f":
         raise TypeError(f"embeddings to quantize must be floats, not {vectors.dtype}")
@@ -42,6 +41,11 @@ def quantize_embeddings(
     step = np.where(step == 0, 1, step)
     buckets = np.clip(np.floor((vectors - low) / step), 0, 255)
     return buckets.astype(np.uint8) if precision == "uint8" else (buckets - 128).astype(np.int8)
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not supported; use one of {', '.join(PRECISIONS)}")
 
 
 def _ranges(

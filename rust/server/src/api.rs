@@ -19,7 +19,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use fastembed_core::Prompt;
+use fastembed_core::{EncodeOptions, Prompt};
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, Semaphore};
 
@@ -169,18 +169,20 @@ async fn compute(state: &State, request: Request) -> Result<(Arc<Model>, Vec<f32
         .registry
         .get(request.model.as_deref(), request.fingerprint.as_deref())
         .await?;
-    let truncate_dim = match request.dimensions {
-        None => None,
-        Some(d) if d == model.encoder.dim() => None,
-        Some(d) if (1..=model.encoder.full_dim()).contains(&d) => Some(d),
-        Some(d) => {
-            return Err(ApiError::validation(format!(
-                "dimensions {d} is not supported: model {:?} makes vectors of at most {} dimensions",
-                model.name,
-                model.encoder.full_dim()
-            )))
-        }
+    // the model's own width asks for nothing; any other goes through the engine's check
+    let truncate_dim = request.dimensions.filter(|&d| d != model.encoder.dim());
+    let options = EncodeOptions {
+        truncate_dim,
+        ..EncodeOptions::default()
     };
+    if model.encoder.output_dim(&options).is_err() {
+        return Err(ApiError::validation(format!(
+            "dimensions {} is not supported: model {:?} makes vectors of at most {} dimensions",
+            truncate_dim.unwrap_or_default(),
+            model.name,
+            model.encoder.full_dim()
+        )));
+    }
     let n = request.texts.len() as u64;
     let queued = state.metrics.queued_texts.fetch_add(n, Ordering::Relaxed) + n;
     if queued > state.config.max_queued_texts as u64 {
