@@ -1,8 +1,9 @@
 """The embedding server against models loaded in each PostgreSQL backend, side by side in one run
 on a throwaway cluster, per model:
 
-* a new connection's first embed() and the backend's RSS after it: through the server, in the
-  backend, and a backend that never embedded (connections alternate between the three);
+* a new connection's first embed() and the backend's RSS after it: through the server (cold, and
+  warm from another request), in the backend, a backend that never embedded, and PL/Python's own
+  start (connections alternate between them); and a server connection's second embed();
 * one connection's single-query p50 (blocks of 10 calls alternate between the two);
 * 8 connections issuing single-text queries for --seconds: queries/s, p50 and p99 (the backends
   with fastembed_ext.threads = 1, the server with every core);
@@ -50,19 +51,35 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) * 1000
 
 
-def first_calls(dsns: dict[str, str], model: str, n: int) -> dict[str, tuple[list[float], list[float]]]:
-    out: dict[str, tuple[list[float], list[float]]] = {side: ([], []) for side in dsns}
+def first_calls(dsns: dict[str, str], model: str, n: int, warm_up=None) -> dict[str, tuple[list[float], list[float]]]:
+    """Per side, each new connection's first call (embed(), or for "never embedded" SELECT 1, or
+    for "PL/Python only" an empty PL/Python block: the interpreter's own start) and the backend's
+    RSS after it; "server, second call" is a server connection's next embed(). `warm_up()` runs
+    before each "server, warm" connection: a request from elsewhere, as when other backends use
+    the server (otherwise the in-backend side's model load just before has pushed the server's
+    weights out of the CPU's caches)."""
+    sides = [*dsns, "server, second call"]
+    out: dict[str, tuple[list[float], list[float]]] = {side: ([], []) for side in sides}
     for i in range(n):
         for side, dsn in dsns.items():
+            if side == "server, warm" and warm_up is not None:
+                warm_up()
             with psycopg.connect(dsn, autocommit=True) as conn:
                 pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
                 t = time.perf_counter()
                 if side == "never embedded":
                     conn.execute("SELECT 1")
+                elif side == "PL/Python only":
+                    conn.execute("DO LANGUAGE plpython3u 'pass'")
                 else:
                     conn.execute("SELECT embed(%s, %s)", (f"the first call of connection {i}", model))
                 out[side][0].append(time.perf_counter() - t)
                 out[side][1].append(rss_mib(pid))
+                if side == "server, warm":
+                    t = time.perf_counter()
+                    conn.execute("SELECT embed(%s, %s)", (f"the second call of connection {i}", model))
+                    out["server, second call"][0].append(time.perf_counter() - t)
+                    out["server, second call"][1].append(rss_mib(pid))
     return out
 
 
@@ -161,15 +178,20 @@ def run_model(args, c: cluster.Cluster, root: Path, name: str) -> None:
         del report
 
         # first calls and RSS
-        sides = {**dsns, "never embedded": dsns["server"]}
-        first = first_calls(sides, name, max(2, args.connections // (3 if big else 1)))
+        sides = {**dsns, "server, warm": dsns["server"], "never embedded": dsns["server"],
+                 "PL/Python only": dsns["server"]}
+        with fastembed_ext.Client(server.url, timeout=600) as other_backend:
+            first = first_calls(sides, name, max(2, args.connections // (3 if big else 1)),
+                                warm_up=lambda: other_backend.encode("a query from another backend"))
         base = statistics.median(first["never embedded"][1])
         print("| | first embed() of a new connection, p50 | backend RSS after it | above a backend that never embedded |")
         print("|---|---:|---:|---:|")
-        for side in ("server", "in backend", "never embedded"):
+        for side in ("server", "server, warm", "server, second call", "in backend", "never embedded", "PL/Python only"):
             t, r = first[side]
             print(f"| {side} | {statistics.median(t) * 1000:.1f} ms | {statistics.median(r):.0f} MiB | "
                   f"{statistics.median(r) - base:+.0f} MiB |")
+        print("(server: right after the in-backend side loaded its model; server, warm: right after another "
+              "request reached the server; PL/Python only: an empty DO block, the interpreter's own start)")
 
         # one connection, single queries
         lat = single_query(dsns, name, args.calls // (10 if big else 1))

@@ -13,9 +13,7 @@ embeds through `fastembed-ext serve` never loads libtorch at all.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
 
-from .client import Client
 from .errors import (
     BundleChangedError,
     EncodeError,
@@ -26,13 +24,21 @@ from .errors import (
     UnsupportedModelError,
 )
 
+# (typing.TYPE_CHECKING without importing typing: a PostgreSQL backend imports this package on
+# its first embed(), and typing alone would take longer than that embed())
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._native import __version__, num_threads, set_num_threads
+    from .client import Client
     from .encoder import Encoder
     from .export import export
     from .precision import quantize_embeddings
 
+# Attributes imported on first use (all of them, inside a backend; Client, everywhere).
 _ENGINE = {
+    "Client": ".client",
     "__version__": "._native",
     "num_threads": "._native",
     "set_num_threads": "._native",

@@ -81,6 +81,23 @@ def test_vectors_through_the_server_equal_the_engines(srv_db, encoder, dot_encod
         assert loaded == ""
 
 
+# What a new connection's first embed() may not import: the engine, numpy, and the standard
+# library's modules that would each cost it milliseconds (the figure is bench_server.py's first call).
+_HEAVY = ("fastembed_ext._native", "numpy", "torch", "typing", "json", "re", "socket", "selectors",
+          "threading", "functools", "collections", "enum", "warnings", "pathlib", "fastembed_ext.client")
+
+
+def test_a_new_connections_first_embed_imports_little(srv_db):
+    with connect(srv_db) as c:
+        c.execute("DO $$ import sys; GD['modules before'] = set(sys.modules) $$ LANGUAGE plpython3u")
+        vector = _vec(c, "embed('the first call of a new connection')")
+        assert vector.shape == (384,)
+        added = backend_notice(c, "DO $$ import sys; plpy.notice(' '.join(sorted("
+                                  f"m for m in {_HEAVY!r} if m in sys.modules and m not in GD['modules before']))) $$ "
+                                  "LANGUAGE plpython3u")
+    assert added == ""
+
+
 def test_a_session_cannot_choose_the_server(srv_db):
     with connect(srv_db) as c:
         c.execute("SET fastembed_ext.server = 'http://127.0.0.1:9'")

@@ -3,7 +3,9 @@ module and the queue workers all send vectors as text)."""
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # (typing costs every new backend milliseconds)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def vector_literal(v: Any) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 def connect(plpy, version: str, library: str):
     """The backend's entry point, after checking that this package is the extension's version."""
-    import json
     import os
 
     import fastembed_ext
@@ -19,15 +18,23 @@ def connect(plpy, version: str, library: str):
     from .errors import fail
     from .session import Backend
 
-    # The library's manifest says its version without loading the engine (which a backend that
-    # embeds through the server never does); a package imported from elsewhere is asked.
-    # (os.path, not pathlib: every new backend would import pathlib for this one line)
+    # The library says its version in its manifest, without loading the engine (which a backend
+    # that embeds through the server never does); a package imported from elsewhere is asked.
+    # The manifest is read as text when it says what is expected, as json otherwise (for the
+    # error): every new backend would import json, and re with it, for this one value.
+    # (os.path, not pathlib, for the same reason)
     package = os.path.dirname(os.path.realpath(fastembed_ext.__file__))
     manifest = os.path.join(os.path.dirname(package), "fastembed_ext.library.json")
     try:
         with open(manifest, encoding="utf-8") as f:
-            imported = json.load(f)["version"]
-    except (OSError, ValueError, KeyError):
+            text = f.read()
+        if f'"version": "{version}"' in text:
+            imported = version
+        else:
+            import json
+
+            imported = json.loads(text)["version"]
+    except (OSError, ValueError, KeyError, TypeError):
         imported = fastembed_ext.__version__
     if imported != version:
         fail(

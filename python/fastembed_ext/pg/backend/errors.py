@@ -8,10 +8,6 @@ of ``plpy.Error`` its ``sqlstate``, ``detail`` and ``hint`` reach the client.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any, NoReturn, TypeVar
-
 import plpy  # PL/Python's module: this package runs inside PostgreSQL backends only
 
 from fastembed_ext.errors import (
@@ -20,6 +16,16 @@ from fastembed_ext.errors import (
     ModelLoadError,
     UnsupportedModelError,
 )
+
+# Every new backend imports this package on its first embed(); typing, functools and
+# collections.abc would take longer to import than that embed() takes. Hence no runtime imports
+# of them here or in the modules beside this one.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, NoReturn, TypeVar
+
+    F = TypeVar("F", bound=Callable[..., Any])
 
 
 class fastembed_ext(plpy.Error):  # noqa: N801 - the name is what users read
@@ -65,13 +71,9 @@ def _from_spi(exc: Any) -> SqlError:
     return SqlError(str(exc), sqlstate=sqlstate, detail=detail, hint=hint)
 
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
 def entry(fn: F) -> F:
     """Marks what SQL calls: every failure leaves it as an SqlError."""
 
-    @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
@@ -92,4 +94,7 @@ def entry(fn: F) -> F:
                 hint="This is a bug in fastembed_ext; please report it with this message.",
             ) from None
 
+    # functools.wraps, without importing functools
+    wrapper.__name__, wrapper.__qualname__, wrapper.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+    wrapper.__wrapped__ = fn  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]

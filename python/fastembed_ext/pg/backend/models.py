@@ -9,37 +9,48 @@ while stored vectors depend on it.
 
 from __future__ import annotations
 
-import json
 import os
-import pwd
-import re
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 import fastembed_ext
 from fastembed_ext._files import MANIFEST_FILE
 
-from . import expressions
 from .errors import fail, from_engine
 from .remote import Remote, timeout_seconds
 
+# (no typing, json, re or expressions at import time: see errors.py)
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .session import Backend
 
 # A name is part of a function name ("model:" + name, at most 63 bytes) and is never a path.
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@+-]*$")
+_NAME_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+_NAME_REST = _NAME_FIRST | frozenset(".@+-")
 _NAME_MAX_BYTES = 63 - len("model:")
 ADMIN_ROLE = "fastembed_ext_admin"
 # Serialises changes to the registry (the key is arbitrary but fixed).
 _REGISTRY_LOCK = 0x66655F6D  # "fe_m"
 
 
-class Model(NamedTuple):
+def _valid_name(name: str) -> bool:
+    return (name[:1] in _NAME_FIRST and all(c in _NAME_REST for c in name)
+            and len(name.encode()) <= _NAME_MAX_BYTES)
+
+
+class Model:
     """A model as a statement uses it: a registration, or a bundle an admin named by path."""
 
-    name: str
-    path: str
-    fingerprint: str | None  # None: a path, loaded as it is
-    dim: int | None = None
+    __slots__ = ("name", "path", "fingerprint", "dim")
+
+    def __init__(self, name: str, path: str, fingerprint: str | None, dim: int | None = None) -> None:
+        self.name = name
+        self.path = path
+        self.fingerprint = fingerprint  # None: a path, loaded as it is
+        self.dim = dim
+
+    def __repr__(self) -> str:
+        return f"Model({self.name!r}, {self.path!r}, {self.fingerprint!r}, {self.dim!r})"
 
 
 def _cached_plan(backend: Backend, plpy, key: str, query: str, types: list[str]):
@@ -59,16 +70,23 @@ def lookup(backend: Backend, plpy, name: str | None) -> tuple[dict[str, Any] | N
         backend,
         plpy,
         "lookup",
-        """SELECT fastembed_ext._model($1)::text AS info,
+        """SELECT i OPERATOR(pg_catalog.->>) 'name' AS name, i OPERATOR(pg_catalog.->>) 'path' AS path,
+                  i OPERATOR(pg_catalog.->>) 'fingerprint' AS fingerprint,
+                  (i OPERATOR(pg_catalog.->>) 'dim')::pg_catalog.int4 AS dim,
+                  i OPERATOR(pg_catalog.->>) 'similarity' AS similarity,
                   pg_catalog.current_setting('fastembed_ext.threads', true) AS threads,
                   pg_catalog.current_setting('fastembed_ext.default_model', true) AS session_default,
                   fastembed_ext._server_setting() AS server,
                   pg_catalog.current_setting('fastembed_ext.server', true) AS session_server,
-                  pg_catalog.current_setting('fastembed_ext.server_timeout', true) AS server_timeout""",
+                  pg_catalog.current_setting('fastembed_ext.server_timeout', true) AS server_timeout
+           FROM (SELECT fastembed_ext._model($1) AS i) m""",
         ["text"],
     )
     row = plpy.execute(plan, [name])[0]
-    info = json.loads(row["info"]) if row["info"] else None
+    # (fields, not the record as JSON: a new backend would import json only to read it)
+    info = None
+    if row["name"] is not None:
+        info = {key: row[key] for key in ("name", "path", "fingerprint", "dim", "similarity")}
     return info, dict(row)
 
 
@@ -101,6 +119,8 @@ def check_bundle_path(path: str, *, name: str | None = None) -> None:
 
 
 def _os_user() -> str:
+    import pwd
+
     try:
         return pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:
@@ -189,6 +209,8 @@ def resolve(backend: Backend, plpy, model: str | None):
 
 
 def _manifest_shape(path: str) -> tuple[int, str]:
+    import json
+
     manifest = json.loads(open(os.path.join(path, MANIFEST_FILE), encoding="utf-8").read())
     return int(manifest["dim"]), str(manifest["similarity"])
 
@@ -224,17 +246,20 @@ def load(backend: Backend, model: Model) -> fastembed_ext.Encoder:
 # --------------------------------------------------------------------------- dependents
 
 
-class Stored(NamedTuple):
+class Stored:
     """Something that stores vectors: a generated column, column default, index or materialized
     view calling embed(), or an attached column, with the models its vectors come from."""
 
-    kind: str
-    object: str
-    detail: str
-    models: frozenset[str]  # names, expressions.DEFAULT (embed(text)) or expressions.ANY
+    __slots__ = ("kind", "object", "detail", "models")
+
+    def __init__(self, kind: str, object: str, detail: str, models: frozenset[str]) -> None:  # noqa: A002
+        self.kind, self.object, self.detail = kind, object, detail
+        self.models = models  # names, expressions.DEFAULT (embed(text)) or expressions.ANY
 
 
 def stored_vectors(plpy) -> list[Stored]:
+    from . import expressions
+
     nsp = plpy.execute(
         "SELECT e.extnamespace FROM pg_catalog.pg_extension e WHERE e.extname = 'fastembed_ext'")[0]["extnamespace"]
     rows = plpy.execute(
@@ -278,6 +303,8 @@ def stored_vectors(plpy) -> list[Stored]:
 
 
 def dependents(plpy, name: str) -> list[tuple[str, str, str]]:
+    from . import expressions
+
     """(kind, object, detail) of everything holding vectors that model ``name`` made (or may
     have made: an expression whose model is not a constant counts for every model)."""
     default = plpy.execute("SELECT fastembed_ext._model(NULL) ->> 'name' AS n")[0]["n"]
@@ -325,7 +352,7 @@ def _quote_ident(text: str) -> str:
 
 
 def check_name(name: str) -> None:
-    if not _NAME.match(name) or len(name.encode()) > _NAME_MAX_BYTES:
+    if not _valid_name(name):
         fail(
             f'invalid model name "{name}"',
             sqlstate="22023",
@@ -336,6 +363,8 @@ def check_name(name: str) -> None:
 
 
 def _write_registration(plpy, name: str, record: dict[str, Any]) -> None:
+    import json
+
     fn = _function(name)
     plpy.execute(
         f"CREATE OR REPLACE FUNCTION {fn}() RETURNS jsonb LANGUAGE sql IMMUTABLE PARALLEL SAFE "
@@ -401,6 +430,8 @@ def unregister(backend: Backend, plpy, name: str) -> bool:
 
 
 def set_default(backend: Backend, plpy, name: str | None) -> str | None:
+    from . import expressions
+
     _lock_registry(plpy)
     current, _ = lookup(backend, plpy, None)
     current_name = current["name"] if current else None
@@ -453,7 +484,7 @@ def migrate_from_0_1_0(backend: Backend, plpy) -> None:
             )
     for row in plpy.execute("SELECT name, path FROM fastembed_ext.model_registry ORDER BY name"):
         name, path = row["name"], row["path"]
-        if not _NAME.match(name) or len(name.encode()) > _NAME_MAX_BYTES:
+        if not _valid_name(name):
             fail(
                 f'model name "{name}" is not a valid name from 0.2.0 on',
                 sqlstate="55000",

@@ -7,16 +7,20 @@ public method is an `entry`: it takes ``plpy`` first and fails only with an SQL 
 from __future__ import annotations
 
 import os
-import warnings
-from typing import Any
 
 import fastembed_ext
 
 from ..vectors import vector_literal
 from . import models, tables
 from .errors import entry, fail, from_engine
-from .models import Model
 from .remote import Remote
+
+# (no typing at import time: see errors.py)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .models import Model
 
 
 class Backend:
@@ -74,6 +78,8 @@ class Backend:
                  "embed(text, model) uses its default prompt, if it has one.")
         if isinstance(engine, Remote):
             return engine.literals(self.connections, texts, prompt_name)
+        import warnings
+
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", fastembed_ext.TruncationWarning)

@@ -8,13 +8,15 @@ mixed-case and renamed tables all work.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
-
-from . import expressions
 from .errors import fail
-from .models import Model, resolve
+from .models import resolve
 
+# (no typing or expressions at import time: see errors.py)
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
+    from .models import Model
     from .session import Backend
 
 # Rows per forward pass when a backfill walks a table (the attach trigger uses the same number).
@@ -35,10 +37,13 @@ _BOUNDS = ("HNSW takes m from 2 to 100 and ef_construction from 4 to 1000 (at le
            "search returns 1 to 1000 rows (hnsw.ef_search's maximum).")
 
 
-class Table(NamedTuple):
-    oid: int
-    sql: str  # schema-qualified, quoted as needed
-    owner_ok: bool
+class Table:
+    __slots__ = ("oid", "sql", "owner_ok")
+
+    def __init__(self, oid: int, sql: str, owner_ok: bool) -> None:
+        self.oid = oid
+        self.sql = sql  # schema-qualified, quoted as needed
+        self.owner_ok = owner_ok
 
 
 def table(plpy, tbl: str | None, what: str = "a table") -> Table:
@@ -150,6 +155,8 @@ def attachment(plpy, t: Table, vector_name: str) -> dict[str, Any] | None:
 def column_model(plpy, t: Table, vector_name: str, col: dict[str, Any]) -> str | None:
     """The model that made the column's vectors, when the database knows it: its attachment, or
     the model a generated column's expression names. None when it cannot tell."""
+    from . import expressions
+
     att = attachment(plpy, t, vector_name)
     if att is not None:
         return att["model"]
