@@ -204,7 +204,9 @@ def _worker_process(dsn: str, *args: str) -> subprocess.Popen:
 
 
 def test_four_workers_and_eight_writers_embed_every_row_exactly_once(roles, worker_dsn, docs, encoder, _session_conn):
-    workers = [_worker_process(worker_dsn, "--batch-tokens", "512", "--poll-seconds", "0.2") for _ in range(4)]
+    # (one libtorch thread each: four processes share this machine's cores)
+    workers = [_worker_process(worker_dsn, "--batch-tokens", "512", "--poll-seconds", "0.2", "--threads", "1")
+               for _ in range(4)]
     try:
         def write(n: int) -> None:
             with connect(roles["fe_writer"]) as w:
@@ -292,7 +294,10 @@ def test_who_may_do_what(roles, worker_dsn, docs):
             wc.execute("SELECT * FROM docs")
     for bad, message in ((dict(concurrency=0), "--concurrency must be between 1 and 64, not 0"),
                          (dict(batch_tokens=10), "--batch-tokens must be between 64 and 1048576, not 10"),
-                         (dict(max_attempts=0), "--max-attempts must be between 1 and 1000, not 0")):
+                         (dict(max_attempts=0), "--max-attempts must be between 1 and 1000, not 0"),
+                         (dict(threads=0), r"--threads must be between 1 and \d+ \(this machine's cores\), not 0"),
+                         (dict(threads=1, model_server="unix:/nonexistent.sock"),
+                          "with --model-server the server computes")):
         with pytest.raises(PgError, match=message):
             run_worker(_options(worker_dsn, **bad), log=lambda line: None)
 

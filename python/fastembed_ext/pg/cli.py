@@ -136,6 +136,7 @@ def _worker(args: argparse.Namespace) -> int:
     report = run_worker(WorkerOptions(
         dsn=db.ensure_running_dsn(args.dsn),
         concurrency=args.concurrency,
+        threads=args.threads,
         batch_tokens=args.batch_tokens,
         once=args.once,
         model_server=args.model_server,
@@ -210,6 +211,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dsn", help=_DSN_HELP + "; its role must be a member of fastembed_ext_worker")
     p.add_argument("--concurrency", type=int, default=1, metavar="N",
                    help="batches in flight at once, each on its own connection (1 to 64)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="libtorch threads of the models this worker loads (default: every core); "
+                   "several workers on one machine share its cores: give each cores / workers")
     p.add_argument("--batch-tokens", type=int, default=65536, metavar="N",
                    help="about this many tokens per claimed batch (64 to 1048576)")
     p.add_argument("--once", action="store_true", help="embed what is due, then exit")

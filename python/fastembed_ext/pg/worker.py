@@ -20,6 +20,7 @@ are written. Nothing is dropped silently.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -52,6 +53,7 @@ _CHARS_PER_TOKEN = 4.0  # a first guess, replaced by what the texts show
 class WorkerOptions:
     dsn: str
     concurrency: int = 1
+    threads: int | None = None  # libtorch threads for the models loaded here (None: every core)
     batch_tokens: int = 65536
     once: bool = False
     model_server: str | None = None
@@ -71,6 +73,13 @@ class WorkerOptions:
         ):
             if value is None or not low <= value <= high:
                 raise PgError(f"{name} must be between {low} and {high}, not {value}")
+        if self.threads is not None:
+            cores = len(os.sched_getaffinity(0))
+            if not 1 <= self.threads <= cores:
+                raise PgError(f"--threads must be between 1 and {cores} (this machine's cores), not {self.threads}")
+            if self.model_server:
+                raise PgError("--threads sets the threads of models loaded in the worker; with --model-server "
+                              "the server computes (its own --threads and --workers)")
 
 
 @dataclass
@@ -124,7 +133,7 @@ class Engines:
             return client
         path = self.options.model_paths.get(att.model, att.path)
         try:
-            return fastembed_ext.Encoder(path, fingerprint=att.fingerprint)
+            return fastembed_ext.Encoder(path, fingerprint=att.fingerprint, threads=self.options.threads)
         except FileNotFoundError:
             raise PgError(
                 f'model "{att.model}" is registered at {path}, which this machine does not have; pass '
