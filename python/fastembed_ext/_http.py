@@ -29,9 +29,26 @@ _LINE_MAX = 65536
 
 def check_url(url: str) -> str:
     """The URL if it names a unix socket or an http server, else a ValueError saying what does."""
-    if url.startswith("unix:/") or (url.startswith("http://") and len(url) > 7):
+    if url.startswith("unix:/"):
+        return url
+    if url.startswith("http://") and len(url) > 7:
+        _host_port(url[7:].split("/", 1)[0], url)
         return url
     raise ValueError(f"{url!r} is not a server URL: use unix:/path/to/server.sock or http://host:port")
+
+
+def _host_port(authority: str, url: str) -> tuple[str, int]:
+    """`host`, `host:port`, `[v6 address]` or `[v6 address]:port` as (host, port)."""
+    if authority.startswith("["):
+        host, bracket, rest = authority[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{url!r} is not a server URL: an IPv6 address is written [address]:port")
+        port = rest[1:]
+    else:
+        host, _, port = authority.rpartition(":") if ":" in authority else (authority, "", "")
+    if not host or (port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536)):
+        raise ValueError(f"{url!r} is not a server URL: use http://host:port with a port from 1 to 65535")
+    return host, int(port) if port else 80
 
 
 def dumps(value: Any) -> str:
@@ -88,12 +105,9 @@ class Connection:
         self._buffer.clear()
 
     def _open_tcp(self) -> Any:
-        host, _, port = self._host.partition(":")
-        if host.startswith("[") and host.endswith("]"):  # an IPv6 address
-            host = host[1:-1]
+        host, port = _host_port(self._host, self.url)
         error: OSError | None = None
-        for family, kind, proto, _, address in _socket.getaddrinfo(host, int(port) if port else 80, 0,
-                                                                   _socket.SOCK_STREAM):
+        for family, kind, proto, _, address in _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM):
             sock = _socket.socket(family, kind, proto)
             try:
                 sock.settimeout(self.timeout)

@@ -108,6 +108,23 @@ def test_a_session_cannot_choose_the_server(srv_db):
         assert c.execute("SELECT vector_dims(embed('x'))").fetchone() == (384,)
 
 
+def test_an_invalid_server_setting_is_named(srv_db, _session_conn, served):
+    try:
+        for bad, why in (("ftp://example.org", "use unix:/path/to/server.sock or http://host:port"),
+                         ("http://localhost:embedder", "with a port from 1 to 65535"),
+                         ("http://[::1:8080", "an IPv6 address is written [address]:port")):
+            _session_conn.execute(f"ALTER DATABASE fe_srv SET fastembed_ext.server = '{bad}'")
+            with connect(srv_db) as c:
+                with pytest.raises(psycopg.errors.InvalidParameterValue) as ei:
+                    c.execute("SELECT embed('x')")
+                c.execute("SELECT 1")  # the connection stays usable
+            assert ei.value.diag.message_primary == f'fastembed_ext: invalid value for fastembed_ext.server: "{bad}"'
+            assert why in ei.value.diag.message_detail
+            assert ei.value.diag.message_hint == "Use unix:/path/to/server.sock or http://host:port."
+    finally:
+        _session_conn.execute(f"ALTER DATABASE fe_srv SET fastembed_ext.server = '{served.url}'")
+
+
 def test_unreachable_and_restarted_server(srv_db, served):
     """Killed mid-query: a clean error, and the connection stays usable; started again: the
     same connection embeds again, without reconnecting."""

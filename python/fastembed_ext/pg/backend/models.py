@@ -13,6 +13,7 @@ import os
 
 import fastembed_ext
 from fastembed_ext._files import MANIFEST_FILE
+from fastembed_ext._http import check_url
 
 from .errors import fail, from_engine
 from .remote import Remote, timeout_seconds
@@ -79,11 +80,12 @@ def lookup(backend: Backend, plpy, name: str | None) -> tuple[dict[str, Any] | N
                   fastembed_ext._server_setting() AS server,
                   pg_catalog.current_setting('fastembed_ext.server', true) AS session_server,
                   pg_catalog.current_setting('fastembed_ext.server_timeout', true) AS server_timeout
-           FROM (SELECT fastembed_ext._model($1) AS i) m""",
+           FROM fastembed_ext._model($1) AS i""",
         ["text"],
     )
     row = plpy.execute(plan, [name])[0]
-    # (fields, not the record as JSON: a new backend would import json only to read it)
+    # (fields, not the record as JSON: a new backend would import json only to read it; the
+    # function in FROM runs once, where a subquery's column would be run for each field)
     info = None
     if row["name"] is not None:
         info = {key: row[key] for key in ("name", "path", "fingerprint", "dim", "similarity")}
@@ -140,10 +142,13 @@ def _server(settings: dict[str, Any]) -> str | None:
             hint="RESET fastembed_ext.server. The database's owner sets it with ALTER DATABASE ... SET "
             "fastembed_ext.server = 'unix:/path/to/server.sock'; a superuser in postgresql.conf.",
         )
-    if trusted is not None and not trusted.startswith(("unix:/", "http://")):
-        fail(f'invalid value for fastembed_ext.server: "{trusted}"', sqlstate="22023",
-             detail="It is the URL of a fastembed-ext serve process.",
-             hint="Use unix:/path/to/server.sock or http://host:port.")
+    if trusted is not None:
+        try:
+            check_url(trusted)
+        except ValueError as exc:
+            fail(f'invalid value for fastembed_ext.server: "{trusted}"', sqlstate="22023",
+                 detail=f"It is the URL of a fastembed-ext serve process: {exc}.",
+                 hint="Use unix:/path/to/server.sock or http://host:port.")
     return trusted
 
 
@@ -303,10 +308,10 @@ def stored_vectors(plpy) -> list[Stored]:
 
 
 def dependents(plpy, name: str) -> list[tuple[str, str, str]]:
-    from . import expressions
-
     """(kind, object, detail) of everything holding vectors that model ``name`` made (or may
     have made: an expression whose model is not a constant counts for every model)."""
+    from . import expressions
+
     default = plpy.execute("SELECT fastembed_ext._model(NULL) ->> 'name' AS n")[0]["n"]
     out = []
     for s in stored_vectors(plpy):
