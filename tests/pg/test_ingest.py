@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import psycopg
 import pytest
 from pg_helpers import assert_same_vectors
 from test_cli import assert_one_line_error, run
