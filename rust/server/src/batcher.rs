@@ -43,9 +43,10 @@ const PIECES_PER_WORKER: usize = 4;
 const MIN_PIECE_TOKENS: usize = 1024;
 
 /// Padded tokens computed since the last hand-back of free memory before an idle engine hands
-/// it back early (fewer: the single queries between bursts allocate little, and trimming is not
-/// free).
-const IDLE_TRIM_TOKENS: usize = 2048;
+/// it back early. Fewer: a few single queries allocate little, and trimming is not free. Not many
+/// more: a burst of up to 2,048 tokens right after a periodic hand-back left MiniLM's server
+/// 34 MiB above its idle size until the next one (`bench/soak_server.py`, once in 1,000,000 texts).
+const IDLE_TRIM_TOKENS: usize = 256;
 
 /// The engine's worker threads, which load every model and compute every batch.
 ///
