@@ -83,15 +83,17 @@ class Connection:
     def __init__(self, url: str, timeout: float = 30.0) -> None:
         self.url = check_url(url)
         self.timeout = timeout
+        self._tcp: tuple[str, int] | None = None  # (host, port) of an http URL
         if self.url.startswith("unix:"):
             self._host = "localhost"
         else:
             self._host = self.url[7:].split("/", 1)[0]
+            self._tcp = _host_port(self._host, self.url)
         self._sock: Any = None
         self._buffer = bytearray()  # received and not yet read
 
     def _open(self) -> None:
-        if self.url.startswith("unix:"):
+        if self._tcp is None:
             sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
             try:
                 sock.settimeout(self.timeout)
@@ -105,7 +107,7 @@ class Connection:
         self._buffer.clear()
 
     def _open_tcp(self) -> Any:
-        host, port = _host_port(self._host, self.url)
+        host, port = self._tcp
         error: OSError | None = None
         for family, kind, proto, _, address in _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM):
             sock = _socket.socket(family, kind, proto)
