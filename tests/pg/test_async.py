@@ -107,6 +107,53 @@ def test_writes_run_no_model_and_a_worker_embeds_them(roles, worker_dsn, docs, e
                          "WHERE tbl = 'docs'::regclass").fetchone() == (True,)
 
 
+def test_a_session_notifies_at_most_once_a_quarter_second_and_workers_still_find_its_rows(
+        roles, worker_dsn, docs, encoder):
+    """A committing NOTIFY serialises every notifying commit in the cluster, so a writing session
+    sends one per quarter second at most; a worker that was just busy polls, and finds the rows of
+    the writes that sent none (its own poll interval, a minute here, is never waited out)."""
+    def received(listener) -> int:
+        return sum(1 for n in listener.notifies(timeout=0.3) if n.payload == str(docs))
+
+    with connect(roles["fe_writer"]) as listener, connect(roles["fe_writer"]) as w:
+        listener.execute("LISTEN fastembed_ext_queue")
+        started = time.monotonic()
+        for i in range(50):
+            w.execute("INSERT INTO docs (body) VALUES (%s)", (_text(i),))
+        elapsed = time.monotonic() - started
+        sent = received(listener)
+        assert 1 <= sent <= elapsed / 0.25 + 2 and sent < 50, (sent, elapsed)
+
+        worker = Worker(_options(worker_dsn, once=False, poll_seconds=60), log=lambda line: None)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 60
+            while _status(w)[0] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _status(w) == (0, 0, 0)
+            # a write soon after this session's own NOTIFY sends none; the worker, done with the
+            # first row by then, finds the second by polling (retried if a quarter second turned)
+            for attempt in range(5):
+                w.execute("INSERT INTO docs (body) VALUES (%s)", (f"notified {attempt}",))
+                while _status(w)[0] and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                w.execute("INSERT INTO docs (body) VALUES (%s)", (f"not notified {attempt}",))
+                if received(listener) == 1:
+                    break
+            else:
+                pytest.fail("every write sent a NOTIFY")
+            while _status(w)[0] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _status(w) == (0, 0, 0)
+        finally:
+            worker.stop.set()
+            worker.wake.set()
+            thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert _assert_vectors_match_texts(roles["fe_owner"], encoder) == 50 + 2 * (attempt + 1)
+
+
 def test_attach_backfill_is_queued_and_reattach_queues_only_what_is_missing(roles, worker_dsn, encoder):
     with connect(roles["fe_owner"]) as c:
         c.execute("DROP TABLE IF EXISTS backfill")

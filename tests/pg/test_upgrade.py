@@ -297,6 +297,11 @@ def release_0_3_0(dsn, library_root):
     yield from _frozen_release("0.3.0", library_root)
 
 
+@pytest.fixture
+def release_0_3_1(dsn, library_root):
+    yield from _frozen_release("0.3.1", library_root)
+
+
 def test_update_from_0_2_0_keeps_attachments_and_adds_async(previous_release, new_database, roles,
                                                             minilm_bundle_path, encoder):
     old = new_database("fe_upgrade_020")
@@ -401,6 +406,55 @@ def test_update_from_0_3_0_converts_pending_queues_to_the_key_type(release_0_3_0
                          "AND relname ~ '^(queue|failed)_[0-9]+$'").fetchone() == (None,)
         upgraded = _shape(c)
     fresh = new_database("fe_fresh_030")
+    with connect(fresh) as c:
+        c.execute("CREATE EXTENSION fastembed_ext CASCADE")
+        assert _shape(c) == upgraded
+
+
+def test_update_from_0_3_1_rebuilds_async_triggers_that_notify_once_a_quarter_second(
+        release_0_3_1, new_database, roles, minilm_bundle_path, encoder):
+    """0.3.1's async triggers NOTIFY on every write; after the update each attachment's trigger
+    sends one per session per quarter second, its pending jobs are kept, and a worker drains them."""
+    from fastembed_ext.pg.worker import WorkerOptions, run_worker
+
+    old = new_database("fe_upgrade_031")
+    owner = old.replace("dbname=fe_upgrade_031", "dbname=fe_upgrade_031 user=fe_owner")
+    with connect(old) as c:
+        c.execute("CREATE EXTENSION fastembed_ext VERSION '0.3.1' CASCADE")
+        c.execute("SELECT fastembed_ext.register_model('minilm', %s)", (minilm_bundle_path,))
+        c.execute("GRANT CREATE ON SCHEMA public TO fe_owner")
+    with connect(owner) as c:
+        c.execute("CREATE TABLE q (id bigint PRIMARY KEY, body text, embedding vector(384))")
+        c.execute("SELECT fastembed_ext.attach_embedding('q', 'body', 'embedding', 'minilm', mode => 'async')")
+        c.execute("INSERT INTO q SELECT i, 'queued row ' || i FROM generate_series(1, 100) i")
+        c.execute("CREATE TABLE s (id int PRIMARY KEY, body text, embedding vector(384))")
+        c.execute("INSERT INTO s VALUES (1, 'a synchronously attached row')")
+        c.execute("SELECT fastembed_ext.attach_embedding('s', 'body', 'embedding', 'minilm')")
+        assert c.execute("SELECT backlog FROM fastembed_ext.queue_status WHERE tbl = 'q'::regclass").fetchone() == (100,)
+
+    with connect(old) as c:
+        c.execute("ALTER EXTENSION fastembed_ext UPDATE")
+
+    with connect(owner) as listener, connect(owner) as c:
+        listener.execute("LISTEN fastembed_ext_queue")
+        for i in range(101, 121):
+            c.execute("INSERT INTO q VALUES (%s, %s)", (i, f"inserted after the update {i}"))
+        notified = sum(1 for _ in listener.notifies(timeout=0.3))
+        assert 1 <= notified < 20
+        assert c.execute("SELECT backlog FROM fastembed_ext.queue_status WHERE tbl = 'q'::regclass").fetchone() == (120,)
+        c.execute("INSERT INTO s VALUES (2, 'inserted after the update')")
+    report = run_worker(WorkerOptions(dsn=old, once=True), log=lambda line: None)
+    assert report.embedded == 120 and report.failed == 0
+    with connect(owner) as c:
+        for t in ("q", "s"):
+            got = _vectors(c, t)
+            bodies = sorted(got)
+            assert len(bodies) == (120 if t == "q" else 2)
+            assert np.abs(np.stack([got[b] for b in bodies]) - encoder.encode(bodies)).max() < 1e-5
+        c.execute("DROP TABLE q, s")
+    with connect(old) as c:
+        upgraded = _shape(c)
+    fresh = new_database("fe_fresh_031")
     with connect(fresh) as c:
         c.execute("CREATE EXTENSION fastembed_ext CASCADE")
         assert _shape(c) == upgraded

@@ -39,6 +39,11 @@ from .errors import PgError
 from .vectors import vector_literal
 
 CHANNEL = "fastembed_ext_queue"
+# A writing session sends at most one NOTIFY per quarter second (sql/api.sql, _enqueue_body), so a
+# worker that was woken or found work within LINGER_SECONDS polls every LINGER_POLL_SECONDS: the
+# writes that sent no NOTIFY came from sessions that had just sent one.
+LINGER_SECONDS = 10.0
+LINGER_POLL_SECONDS = 0.25
 # Bounds of the settings (each checked, with the bound in the message).
 CONCURRENCY = (1, 64)
 BATCH_TOKENS = (64, 1 << 20)
@@ -149,6 +154,7 @@ class Worker:
         self.engines = Engines(options)
         self.stop = threading.Event()
         self.wake = threading.Event()
+        self.active_at = time.monotonic()  # the last notification or claimed job
         self.report = WorkerReport()
         self._lock = threading.Lock()
         self._chars_per_row = 64.0 * _CHARS_PER_TOKEN
@@ -297,10 +303,14 @@ class Worker:
                     conn = None
                     self.stop.wait(1.0)
                     continue
-                if claimed == 0:
+                if claimed:
+                    self.active_at = time.monotonic()
+                else:
                     if self.options.once:
                         return
-                    self.wake.wait(self.options.poll_seconds)
+                    lingering = time.monotonic() - self.active_at < LINGER_SECONDS
+                    self.wake.wait(min(LINGER_POLL_SECONDS, self.options.poll_seconds) if lingering
+                                   else self.options.poll_seconds)
                     self.wake.clear()
         except BaseException as exc:  # noqa: BLE001 - reported by run()
             errors.append(exc)
@@ -322,13 +332,15 @@ class Worker:
                      f"({(rows - last_rows) / (now - last):.1f} rows/s); {rows} in all")
 
     def _listen(self) -> None:
-        """Sets `wake` on each notification; the threads also poll, so a lost one costs a poll."""
+        """Sets `wake` on each notification; the threads also poll (every quarter second for a
+        while after one, then every poll_seconds), so a lost one costs a poll."""
         while not self.stop.is_set():
             try:
                 with connect(self.options.dsn, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     while not self.stop.is_set():
                         for _ in conn.notifies(timeout=0.5, stop_after=1):
+                            self.active_at = time.monotonic()
                             self.wake.set()
             except (psycopg.OperationalError, PgError):
                 self.stop.wait(1.0)
