@@ -9,10 +9,10 @@
 * p50 latency of a top-10 `ORDER BY embedding <=> embed('query') LIMIT 10` over 10,000 rows with
   an HNSW index, its EXPLAIN, and recall@10 against exact search;
 * async attachments (--async-rows texts): INSERT time into an async-attached table against the same
-  table with nothing attached, as one statement and as 1,000 single-row statements (alternating
-  rounds, best of each); one worker's drain rate against `Encoder.encode` of the same texts; the
-  time until the queue is empty; two worker processes draining together, and whether every
-  vector is right.
+  table with nothing attached, as one statement, as 1,000 single-row statements and as the same
+  statements from 8 connections at once (alternating rounds, best of each); one worker's drain
+  rate against `Encoder.encode` of the same texts; the time until the queue is empty; two worker
+  processes draining together, and whether every vector is right.
 
     .venv/bin/python bench/bench_pg.py [--rows 10000] [--insert-rows 2000] [--queries 100]
                                        [--connections 8] [--skip-insert] [--async-rows 10000]
@@ -27,6 +27,7 @@ import random
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -131,6 +132,9 @@ def async_figures(dsn: str, enc, docs: list[str], rounds: int = 21, drain_rounds
     drain_figures(dsn, enc, docs, reset, drain_rounds)
 
 
+WRITERS = 8
+
+
 def insert_figures(dsn: str, docs: list[str], singles: list[str], reset, rounds: int, durable: bool,
                    work_mem: str | None = None) -> None:
     """INSERT into the async-attached table against the plain one. `durable`: with fsync,
@@ -149,6 +153,19 @@ def insert_figures(dsn: str, docs: list[str], singles: list[str], reset, rounds:
         if work_mem is not None:
             conn.execute(f"SET work_mem = '{work_mem}'")
             label += f", work_mem {work_mem}"
+        # the writers' own connections, with the same settings
+        writers = [psycopg.connect(dsn, autocommit=True) for _ in range(WRITERS)]
+        for w in writers:
+            for setting in ("synchronous_commit", "work_mem"):
+                w.execute("SELECT set_config(%s, %s, false)", (setting, conn.execute(f"SHOW {setting}").fetchone()[0]))
+        # a running worker listens: each NOTIFY signals its backend
+        listener = psycopg.connect(dsn, autocommit=True)
+        listener.execute("LISTEN fastembed_ext_queue")
+
+        def write(t: str, k: int) -> None:
+            for i in range(k, len(singles), WRITERS):
+                writers[k].execute(f"INSERT INTO {t} (id, body) VALUES (%s, %s)", (i, singles[i]))
+
         times: dict[tuple[str, str], list[float]] = {}
         for _ in range(rounds):
             for t in ("plain", "queued"):
@@ -161,10 +178,25 @@ def insert_figures(dsn: str, docs: list[str], singles: list[str], reset, rounds:
                 for i, d in enumerate(singles):
                     conn.execute(f"INSERT INTO {t} (id, body) VALUES (%s, %s)", (i, d))
                 many = time.perf_counter() - start
+                reset()
+                threads = [threading.Thread(target=write, args=(t, k)) for k in range(WRITERS)]
+                start = time.perf_counter()
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+                concurrent = time.perf_counter() - start
                 times.setdefault((t, "one"), []).append(one)
                 times.setdefault((t, "many"), []).append(many)
-        print(f"async attach, {label} ({rounds} alternating rounds; best, and median in brackets):")
-        for kind, what in (("one", f"INSERT of {n} rows in one statement"), ("many", f"{len(singles)} single-row INSERTs")):
+                times.setdefault((t, "writers"), []).append(concurrent)
+                for _ in listener.notifies(timeout=0):
+                    pass
+        for w in [*writers, listener]:
+            w.close()
+        print(f"async attach, {label} ({rounds} alternating rounds; best, and median in brackets; a connection "
+              "LISTENs as a running worker's does):")
+        for kind, what in (("one", f"INSERT of {n} rows in one statement"), ("many", f"{len(singles)} single-row INSERTs"),
+                           ("writers", f"the same {len(singles)} single-row INSERTs from {WRITERS} connections at once")):
             q, p = times["queued", kind], times["plain", kind]
             print(f"  {what}: {min(q) * 1000:.0f} ms vs {min(p) * 1000:.0f} ms unattached, ratio {min(q) / min(p):.2f} "
                   f"({statistics.median(q) / statistics.median(p):.2f})")
