@@ -16,7 +16,10 @@ import numpy as np
 import psycopg
 import pytest
 from conftest import connect
+from psycopg import sql
 from pg_helpers import backend_notice
+
+import fastembed_ext
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from server_process import ServerProcess, free_port  # noqa: E402
@@ -96,6 +99,28 @@ def test_a_new_connections_first_embed_imports_little(srv_db):
                                   f"m for m in {_HEAVY!r} if m in sys.modules and m not in GD['modules before']))) $$ "
                                   "LANGUAGE plpython3u")
     assert added == ""
+
+
+def test_generic_plan_asks_the_server_once_per_query(srv_db, encoder):
+    """A prepared statement's generic plan calls embed($1) for the index scan and for each row
+    returned; through the server as in the backend, one request serves them all."""
+    with connect(srv_db) as c:
+        c.execute("CREATE TEMP TABLE prep_docs (id int PRIMARY KEY, embedding vector(384))")
+        docs = [f"document number {i} about {topic}" for i, topic in enumerate(["cats", "tax", "rain"] * 3)]
+        c.cursor().executemany("INSERT INTO prep_docs VALUES (%s, embed(%s))", list(enumerate(docs)))
+        c.execute("SET plan_cache_mode = force_generic_plan")
+        c.execute("PREPARE knn(text) AS SELECT id, embedding <=> embed($1) FROM prep_docs "
+                  "ORDER BY embedding <=> embed($1) LIMIT 5")
+        passes = (f"DO $$ plpy.notice(str(GD['fastembed_ext {fastembed_ext.__version__}'].forward_passes)) $$ "
+                  "LANGUAGE plpython3u")
+        before = int(backend_notice(c, passes))
+        for query in ["kittens", "income tax", "kittens"]:
+            got = c.execute(sql.SQL("EXECUTE knn({})").format(sql.Literal(query))).fetchall()
+            want = 1 - encoder.encode(docs) @ encoder.encode(query)
+            assert [i for i, _ in got] == list(np.argsort(want, kind="stable")[:5])
+            assert np.allclose([d for _, d in got], np.sort(want)[:5], atol=ATOL)
+        # one request per query; without the memo, one per row as well
+        assert int(backend_notice(c, passes)) - before == 3
 
 
 def test_a_session_cannot_choose_the_server(srv_db):

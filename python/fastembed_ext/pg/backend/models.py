@@ -208,9 +208,21 @@ def resolve(backend: Backend, plpy, model: str | None):
             "'/path/to/bundle'); see SELECT * FROM fastembed_ext.models.",
         )
     if server is not None:
-        dim, similarity = (info["dim"], info["similarity"]) if info else _manifest_shape(found.path)
-        return found, Remote(server, timeout_seconds(settings["server_timeout"]), found, dim, similarity)
+        return found, remote(backend, server, settings["server_timeout"], found, info)
     return found, load(backend, found)
+
+
+def remote(backend: Backend, server: str, timeout_setting: str | None, found: Model, info: dict[str, Any] | None) -> Remote:
+    """The server's stand-in for `found`, the same object while nothing it depends on changes:
+    embed() keeps its last answer per engine object (see Backend.last_embed)."""
+    key = (server, timeout_setting, found.name, found.path, found.fingerprint)
+    cached = backend.remotes.get(key)
+    if cached is None:
+        dim, similarity = (info["dim"], info["similarity"]) if info else _manifest_shape(found.path)
+        if len(backend.remotes) >= 64:  # bounded: a session may name many bundles by path
+            backend.remotes.clear()
+        cached = backend.remotes[key] = Remote(server, timeout_seconds(timeout_setting), found, dim, similarity)
+    return cached
 
 
 def _manifest_shape(path: str) -> tuple[int, str]:

@@ -38,6 +38,8 @@ class Backend:
         self.forward_passes = 0  # diagnostics and tests
         # (server URL, timeout) -> keep-alive connection to the machine's embedding server
         self.connections: dict[tuple[str, float], Any] = {}
+        # (server URL, timeout setting, model name, path, fingerprint) -> the model's Remote
+        self.remotes: dict[tuple, Any] = {}
         # attachment id -> keys of rows whose text the running UPDATE changed (sync attachments)
         self.changed: dict[int, list[str]] = {}
 
