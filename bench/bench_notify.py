@@ -129,7 +129,8 @@ def measure(dsn: str, docs: list[str], args, durable: bool) -> None:
     for w in [*writers, listener]:
         w.close()
     label = "durable (fsync, synchronous_commit on)" if durable else "fsync and synchronous_commit off"
-    print(f"\n{args.rows} single-row INSERTs from {len(writers)} connections at once, {label} "
+    who = "one connection" if len(writers) == 1 else f"{len(writers)} connections at once"
+    print(f"\n{args.rows} single-row INSERTs from {who}, {label} "
           f"(median of {args.rounds} alternating rounds):")
     base = statistics.median(times["plain"])
     for t, what in TABLES.items():
