@@ -267,6 +267,36 @@ def test_a_missing_or_mismatched_library_is_named(new_database, library_root_set
     assert str(other / "__init__.py") in diag.message_detail and "reconnect" in diag.message_hint
 
 
+def test_only_the_clusters_configuration_says_where_the_library_is(roles, _session_conn, library_root, pg_root):
+    """The library runs as the server: a session's SET of fastembed_ext.library_root is ignored,
+    and a cluster that sets it nowhere loads from the default root."""
+    version = fastembed_ext.__version__
+    planted = pg_root / "planted-library"
+    package = planted / version / "fastembed_ext"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text("raise RuntimeError('the planted library was imported')\n")
+    for path in (planted, planted / version, package):
+        path.chmod(0o755)
+    (package / "__init__.py").chmod(0o644)
+    root = "SELECT fastembed_ext._library_root()"
+    with connect(roles["fe_reader"]) as c:  # a new backend: the library is not loaded yet
+        c.execute("SELECT set_config('fastembed_ext.library_root', %s, false)", (str(planted),))
+        assert c.execute(root).fetchone() == (str(library_root),)
+        assert c.execute("SELECT fastembed_ext.version()").fetchone() == (version,)
+    _session_conn.execute("ALTER SYSTEM RESET fastembed_ext.library_root")
+    _session_conn.execute("SELECT pg_reload_conf()")
+    try:
+        with connect(roles["fe_reader"]) as c:
+            assert c.execute(root).fetchone() == (None,)
+            c.execute("SELECT set_config('fastembed_ext.library_root', %s, false)", (str(planted),))
+            assert c.execute(root).fetchone() == (None,)
+    finally:
+        _session_conn.execute(sql.SQL("ALTER SYSTEM SET fastembed_ext.library_root = {}").format(
+            sql.Literal(str(library_root))))
+        _session_conn.execute("SELECT pg_reload_conf()")
+        shutil.rmtree(planted)
+
+
 PREVIOUS = "0.2.0"
 
 

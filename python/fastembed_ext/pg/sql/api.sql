@@ -11,12 +11,16 @@
 
 -- Where the versioned Python libraries live: the cluster's configuration (postgresql.conf or
 -- ALTER SYSTEM), never a session's SET, since the library runs as the server. NULL: the default.
+-- Set nowhere, as usual, it is NULL at once; otherwise the configuration files are read (a
+-- millisecond of a new backend's first call), since a session may have SET it.
 CREATE OR REPLACE FUNCTION fastembed_ext._library_root() RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT setting FROM pg_catalog.pg_file_settings
-    WHERE name = 'fastembed_ext.library_root' AND error IS NULL
-    ORDER BY seqno DESC LIMIT 1
+    SELECT CASE WHEN pg_catalog.current_setting('fastembed_ext.library_root', true) IS NOT NULL THEN
+        (SELECT f.setting FROM pg_catalog.pg_file_settings f
+         WHERE f.name = 'fastembed_ext.library_root' AND f.error IS NULL
+         ORDER BY f.seqno DESC LIMIT 1)
+    END
 $$;
 
 -- The embedding server this database uses (fastembed-ext serve), as its owner or the cluster's

@@ -1,6 +1,7 @@
 -- 0.3.1 -> 0.3.2: an async attachment's trigger sends at most one NOTIFY per session per quarter
 -- second (api.sql, _enqueue_body): a committing NOTIFY serialises every other notifying commit in
--- the cluster. Frozen once released.
+-- the cluster; _library_root() reads no configuration file when the setting is set nowhere (api.sql).
+-- Frozen once released.
 
 -- @api
 
