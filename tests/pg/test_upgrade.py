@@ -332,6 +332,25 @@ def release_0_3_1(dsn, library_root):
     yield from _frozen_release("0.3.1", library_root)
 
 
+def _database_at(new_database, version: str, name: str, minilm_bundle_path: str) -> tuple[str, str]:
+    """A new database at `version` with MiniLM registered, where fe_owner may create tables:
+    (its DSN, fe_owner's DSN)."""
+    old = new_database(name)
+    with connect(old) as c:
+        c.execute(f"CREATE EXTENSION fastembed_ext VERSION '{version}' CASCADE")
+        c.execute("SELECT fastembed_ext.register_model('minilm', %s)", (minilm_bundle_path,))
+        c.execute("GRANT CREATE ON SCHEMA public TO fe_owner")
+    return old, old.replace(f"dbname={name}", f"dbname={name} user=fe_owner")
+
+
+def _assert_like_a_fresh_install(new_database, upgraded_dsn: str, name: str) -> None:
+    with connect(upgraded_dsn) as c:
+        upgraded = _shape(c)
+    with connect(new_database(name)) as c:
+        c.execute("CREATE EXTENSION fastembed_ext CASCADE")
+        assert _shape(c) == upgraded
+
+
 def test_update_from_0_2_0_keeps_attachments_and_adds_async(previous_release, new_database, roles,
                                                             minilm_bundle_path, encoder):
     old = new_database("fe_upgrade_020")
@@ -388,12 +407,7 @@ def test_update_from_0_3_0_converts_pending_queues_to_the_key_type(release_0_3_0
     failed rows kept, to the key column's type, and a worker drains them into the right rows."""
     from fastembed_ext.pg.worker import WorkerOptions, run_worker
 
-    old = new_database("fe_upgrade_030")
-    owner = old.replace("dbname=fe_upgrade_030", "dbname=fe_upgrade_030 user=fe_owner")
-    with connect(old) as c:
-        c.execute("CREATE EXTENSION fastembed_ext VERSION '0.3.0' CASCADE")
-        c.execute("SELECT fastembed_ext.register_model('minilm', %s)", (minilm_bundle_path,))
-        c.execute("GRANT CREATE ON SCHEMA public TO fe_owner")
+    old, owner = _database_at(new_database, "0.3.0", "fe_upgrade_030", minilm_bundle_path)
     with connect(owner) as c:
         c.execute("CREATE TABLE q (id bigint PRIMARY KEY, body text, embedding vector(384))")
         c.execute("INSERT INTO q SELECT i, 'queued row ' || i FROM generate_series(1, 150) i")
@@ -434,11 +448,7 @@ def test_update_from_0_3_0_converts_pending_queues_to_the_key_type(release_0_3_0
     with connect(old) as c:
         assert c.execute("SELECT array_agg(relname) FROM pg_class WHERE relnamespace = 'fastembed_ext'::regnamespace "
                          "AND relname ~ '^(queue|failed)_[0-9]+$'").fetchone() == (None,)
-        upgraded = _shape(c)
-    fresh = new_database("fe_fresh_030")
-    with connect(fresh) as c:
-        c.execute("CREATE EXTENSION fastembed_ext CASCADE")
-        assert _shape(c) == upgraded
+    _assert_like_a_fresh_install(new_database, old, "fe_fresh_030")
 
 
 def test_update_from_0_3_1_rebuilds_async_triggers_that_notify_once_a_quarter_second(
@@ -447,12 +457,7 @@ def test_update_from_0_3_1_rebuilds_async_triggers_that_notify_once_a_quarter_se
     sends one per session per quarter second, its pending jobs are kept, and a worker drains them."""
     from fastembed_ext.pg.worker import WorkerOptions, run_worker
 
-    old = new_database("fe_upgrade_031")
-    owner = old.replace("dbname=fe_upgrade_031", "dbname=fe_upgrade_031 user=fe_owner")
-    with connect(old) as c:
-        c.execute("CREATE EXTENSION fastembed_ext VERSION '0.3.1' CASCADE")
-        c.execute("SELECT fastembed_ext.register_model('minilm', %s)", (minilm_bundle_path,))
-        c.execute("GRANT CREATE ON SCHEMA public TO fe_owner")
+    old, owner = _database_at(new_database, "0.3.1", "fe_upgrade_031", minilm_bundle_path)
     with connect(owner) as c:
         c.execute("CREATE TABLE q (id bigint PRIMARY KEY, body text, embedding vector(384))")
         c.execute("SELECT fastembed_ext.attach_embedding('q', 'body', 'embedding', 'minilm', mode => 'async')")
@@ -482,9 +487,4 @@ def test_update_from_0_3_1_rebuilds_async_triggers_that_notify_once_a_quarter_se
             assert len(bodies) == (120 if t == "q" else 2)
             assert np.abs(np.stack([got[b] for b in bodies]) - encoder.encode(bodies)).max() < 1e-5
         c.execute("DROP TABLE q, s")
-    with connect(old) as c:
-        upgraded = _shape(c)
-    fresh = new_database("fe_fresh_031")
-    with connect(fresh) as c:
-        c.execute("CREATE EXTENSION fastembed_ext CASCADE")
-        assert _shape(c) == upgraded
+    _assert_like_a_fresh_install(new_database, old, "fe_fresh_031")
