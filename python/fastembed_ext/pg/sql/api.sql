@@ -12,7 +12,8 @@
 -- Where the versioned Python libraries live: the cluster's configuration (postgresql.conf or
 -- ALTER SYSTEM), never a session's SET, since the library runs as the server. NULL: the default.
 -- Set nowhere, as usual, it is NULL at once; otherwise the configuration files are read (a
--- millisecond of a new backend's first call), since a session may have SET it.
+-- millisecond of a new backend's first call), since a session may have SET it. (A cluster that had
+-- it in its configuration since it started keeps it, empty, after it is removed: files are read.)
 CREATE OR REPLACE FUNCTION fastembed_ext._library_root() RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -517,9 +518,9 @@ AS $python$ take_changed(id) $python$;
 -- one more small INSERT, not for a lookup and a dynamic statement. A column rename rebuilds it.
 -- A session sends at most one NOTIFY per quarter second (the slot of its last one is the session
 -- setting fastembed_ext.notify_slot, kept only if that transaction commits): a committing NOTIFY
--- holds a lock that serialises every other notifying commit in the cluster, which halved the
--- rows/s of 8 concurrent writers. A worker that was woken or found work in the last seconds polls
--- every quarter second, so it finds the rows of the writes that sent none.
+-- holds a lock that serialises every other notifying commit in the cluster, which cut the rows/s
+-- of 8 concurrent durable writers to a third. A worker that was woken or found work in the last
+-- 10 s keeps polling, so it finds the rows of the writes that sent none.
 CREATE OR REPLACE FUNCTION fastembed_ext._enqueue_body(id integer, key_column name, source_column name)
 RETURNS text
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
