@@ -270,8 +270,8 @@ def test_a_missing_or_mismatched_library_is_named(new_database, library_root_set
 def test_only_the_clusters_configuration_says_where_the_library_is(roles, _session_conn, library_root, pg_root):
     """The library runs as the server: a session's SET of fastembed_ext.library_root is ignored,
     whether the cluster's configuration sets it or not. (Once removed from the configuration, the
-    setting stays defined, empty, until the cluster restarts: this takes the path that reads the
-    files; a cluster that never had it returns NULL without reading them.)"""
+    setting stays defined, empty, until the cluster restarts; a cluster that never had it skips
+    reading the files in _load().)"""
     version = fastembed_ext.__version__
     planted = pg_root / "planted-library"
     package = planted / version / "fastembed_ext"

@@ -11,17 +11,14 @@
 
 -- Where the versioned Python libraries live: the cluster's configuration (postgresql.conf or
 -- ALTER SYSTEM), never a session's SET, since the library runs as the server. NULL: the default.
--- Set nowhere, as usual, it is NULL at once; otherwise the configuration files are read (a
--- millisecond of a new backend's first call), since a session may have SET it. (A cluster that had
--- it in its configuration since it started keeps it, empty, after it is removed: files are read.)
+-- (It reads the configuration files, a millisecond of a new backend's first call: _load() calls it
+-- only when the setting is defined at all.)
 CREATE OR REPLACE FUNCTION fastembed_ext._library_root() RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE WHEN pg_catalog.current_setting('fastembed_ext.library_root', true) IS NOT NULL THEN
-        (SELECT f.setting FROM pg_catalog.pg_file_settings f
-         WHERE f.name = 'fastembed_ext.library_root' AND f.error IS NULL
-         ORDER BY f.seqno DESC LIMIT 1)
-    END
+    SELECT setting FROM pg_catalog.pg_file_settings
+    WHERE name = 'fastembed_ext.library_root' AND error IS NULL
+    ORDER BY seqno DESC LIMIT 1
 $$;
 
 -- The embedding server this database uses (fastembed-ext serve), as its owner or the cluster's
@@ -80,7 +77,12 @@ if not all(part.isdigit() and part.isascii() for part in version.split(".")) or 
     raise error(f'"{version}" is not a fastembed_ext version', None,
                 "fastembed_ext._load() is called by the extension's own functions.", "22023")
 try:
-    root = plpy.execute("SELECT fastembed_ext._library_root() AS root")[0]["root"] or "/usr/local/lib/fastembed_ext"
+    # Set nowhere, as usual (not even by this session): the default, without reading the files.
+    # (A cluster that had it in its configuration since it started keeps it defined, empty.)
+    root = None
+    if not plpy.execute("SELECT pg_catalog.current_setting('fastembed_ext.library_root', true) IS NULL AS unset")[0]["unset"]:
+        root = plpy.execute("SELECT fastembed_ext._library_root() AS root")[0]["root"]
+    root = root or "/usr/local/lib/fastembed_ext"
 except plpy.SPIError as exc:
     GD[key] = Unavailable(error("cannot read where the library is installed", str(exc),
                                 "Reconnect, or ask a superuser to check the extension.", "55000"))

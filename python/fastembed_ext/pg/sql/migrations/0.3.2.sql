@@ -1,6 +1,6 @@
 -- 0.3.1 -> 0.3.2: an async attachment's trigger sends at most one NOTIFY per session per quarter
 -- second (api.sql, _enqueue_body): a committing NOTIFY serialises every other notifying commit in
--- the cluster; _library_root() reads no configuration file when the setting is set nowhere (api.sql).
+-- the cluster; _load() reads no configuration file when fastembed_ext.library_root is set nowhere.
 -- Frozen once released.
 
 -- @api
