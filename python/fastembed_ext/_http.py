@@ -29,11 +29,16 @@ _LINE_MAX = 65536
 
 def check_url(url: str) -> str:
     """The URL if it names a unix socket or an http server, else a ValueError saying what does."""
+    _parse(url)
+    return url
+
+
+def _parse(url: str) -> tuple[str, int] | None:
+    """None for a unix socket URL, (host, port) for an http one; a ValueError for anything else."""
     if url.startswith("unix:/"):
-        return url
+        return None
     if url.startswith("http://") and len(url) > 7:
-        _host_port(url[7:].split("/", 1)[0], url)
-        return url
+        return _host_port(url[7:].split("/", 1)[0], url)
     raise ValueError(f"{url!r} is not a server URL: use unix:/path/to/server.sock or http://host:port")
 
 
@@ -81,14 +86,10 @@ class Connection:
     """One keep-alive connection to a server; not shared between threads."""
 
     def __init__(self, url: str, timeout: float = 30.0) -> None:
-        self.url = check_url(url)
+        self._tcp = _parse(url)  # (host, port) of an http URL; None for a unix socket
+        self.url = url
         self.timeout = timeout
-        self._tcp: tuple[str, int] | None = None  # (host, port) of an http URL
-        if self.url.startswith("unix:"):
-            self._host = "localhost"
-        else:
-            self._host = self.url[7:].split("/", 1)[0]
-            self._tcp = _host_port(self._host, self.url)
+        self._host = "localhost" if self._tcp is None else url[7:].split("/", 1)[0]
         self._sock: Any = None
         self._buffer = bytearray()  # received and not yet read
 

@@ -142,13 +142,6 @@ def _server(settings: dict[str, Any]) -> str | None:
             hint="RESET fastembed_ext.server. The database's owner sets it with ALTER DATABASE ... SET "
             "fastembed_ext.server = 'unix:/path/to/server.sock'; a superuser in postgresql.conf.",
         )
-    if trusted is not None:
-        try:
-            check_url(trusted)
-        except ValueError as exc:
-            fail(f'invalid value for fastembed_ext.server: "{trusted}"', sqlstate="22023",
-                 detail=f"It is the URL of a fastembed-ext serve process: {exc}.",
-                 hint="Use unix:/path/to/server.sock or http://host:port.")
     return trusted
 
 
@@ -214,10 +207,17 @@ def resolve(backend: Backend, plpy, model: str | None):
 
 def remote(backend: Backend, server: str, timeout_setting: str | None, found: Model, info: dict[str, Any] | None) -> Remote:
     """The server's stand-in for `found`, the same object while nothing it depends on changes:
-    embed() keeps its last answer per engine object (see Backend.last_embed)."""
+    embed() keeps its last answer per engine object (see Backend.last_embed). Its URL and timeout
+    are checked when it is made."""
     key = (server, timeout_setting, found.name, found.path, found.fingerprint)
     cached = backend.remotes.get(key)
     if cached is None:
+        try:
+            check_url(server)
+        except ValueError as exc:
+            fail(f'invalid value for fastembed_ext.server: "{server}"', sqlstate="22023",
+                 detail=f"It is the URL of a fastembed-ext serve process: {exc}.",
+                 hint="Use unix:/path/to/server.sock or http://host:port.")
         dim, similarity = (info["dim"], info["similarity"]) if info else _manifest_shape(found.path)
         if len(backend.remotes) >= 64:  # bounded: a session may name many bundles by path
             backend.remotes.clear()
