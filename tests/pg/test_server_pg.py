@@ -123,7 +123,7 @@ def test_generic_plan_asks_the_server_once_per_query(srv_db, encoder):
         assert int(backend_notice(c, passes)) - before == 3
 
 
-def test_a_session_cannot_choose_the_server(srv_db):
+def test_a_session_cannot_choose_the_server(srv_db, _session_conn, served):
     with connect(srv_db) as c:
         c.execute("SET fastembed_ext.server = 'http://127.0.0.1:9'")
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as ei:
@@ -131,6 +131,23 @@ def test_a_session_cannot_choose_the_server(srv_db):
         assert "only a database or cluster setting is used" in ei.value.diag.message_primary
         c.execute("RESET fastembed_ext.server")
         assert c.execute("SELECT vector_dims(embed('x'))").fetchone() == (384,)
+        # the backend checks the database's setting once, then only when the session's value
+        # changes: a SET after embedding is refused as well
+        c.execute("SET fastembed_ext.server = 'http://127.0.0.1:9'")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("SELECT embed('y')")
+        c.execute("RESET fastembed_ext.server")
+        assert c.execute("SELECT vector_dims(embed('y'))").fetchone() == (384,)
+        # a database setting changed meanwhile is for new sessions, as PostgreSQL's own are
+        _session_conn.execute("ALTER DATABASE fe_srv SET fastembed_ext.server = 'http://127.0.0.1:9'")
+        try:
+            assert c.execute("SELECT vector_dims(embed('z'))").fetchone() == (384,)
+            with connect(srv_db) as new:
+                with pytest.raises(psycopg.errors.ConnectionFailure) as ei:
+                    new.execute("SELECT embed('z')")
+                assert ei.value.diag.message_primary == "fastembed_ext: cannot reach the embedding server at http://127.0.0.1:9"
+        finally:
+            _session_conn.execute(f"ALTER DATABASE fe_srv SET fastembed_ext.server = '{served.url}'")
 
 
 def test_an_invalid_server_setting_is_named(srv_db, _session_conn, served):

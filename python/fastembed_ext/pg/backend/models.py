@@ -65,24 +65,26 @@ def registered_names(plpy) -> list[str]:
     return [r["name"] for r in plpy.execute("SELECT name FROM fastembed_ext.models ORDER BY 1")]
 
 
-def lookup(backend: Backend, plpy, name: str | None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """(the registration of ``name`` or of the default model, or None; the session's settings)."""
-    plan = _cached_plan(
-        backend,
-        plpy,
-        "lookup",
-        """SELECT i OPERATOR(pg_catalog.->>) 'name' AS name, i OPERATOR(pg_catalog.->>) 'path' AS path,
+_LOOKUP = """SELECT i OPERATOR(pg_catalog.->>) 'name' AS name, i OPERATOR(pg_catalog.->>) 'path' AS path,
                   i OPERATOR(pg_catalog.->>) 'fingerprint' AS fingerprint,
                   (i OPERATOR(pg_catalog.->>) 'dim')::pg_catalog.int4 AS dim,
                   i OPERATOR(pg_catalog.->>) 'similarity' AS similarity,
                   pg_catalog.current_setting('fastembed_ext.threads', true) AS threads,
                   pg_catalog.current_setting('fastembed_ext.default_model', true) AS session_default,
-                  fastembed_ext._server_setting() AS server,
                   pg_catalog.current_setting('fastembed_ext.server', true) AS session_server,
-                  pg_catalog.current_setting('fastembed_ext.server_timeout', true) AS server_timeout
-           FROM fastembed_ext._model($1) AS i""",
-        ["text"],
-    )
+                  pg_catalog.current_setting('fastembed_ext.server_timeout', true) AS server_timeout{server}
+           FROM fastembed_ext._model($1) AS i"""
+
+
+def lookup(backend: Backend, plpy, name: str | None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """(the registration of ``name`` or of the default model, or None; the session's settings,
+    with the database's or cluster's embedding server as "server" until `_server` has checked the
+    session against it)."""
+    if backend.checked_server is None:
+        plan = _cached_plan(backend, plpy, "lookup+server",
+                            _LOOKUP.format(server=",\n                  fastembed_ext._server_setting() AS server"), ["text"])
+    else:
+        plan = _cached_plan(backend, plpy, "lookup", _LOOKUP.format(server=""), ["text"])
     row = plpy.execute(plan, [name])[0]
     # (fields, not the record as JSON: a new backend would import json only to read it; the
     # function in FROM runs once, where a subquery's column would be run for each field)
@@ -129,10 +131,20 @@ def _os_user() -> str:
         return f"uid {os.geteuid()}"
 
 
-def _server(settings: dict[str, Any]) -> str | None:
-    """The embedding server's URL, from the database's or the cluster's setting only."""
-    trusted = settings["server"] or None
+def _server(backend: Backend, plpy, settings: dict[str, Any]) -> str | None:
+    """The embedding server's URL, from the database's or the cluster's setting only. Those are
+    read (from the catalogs and the configuration files: 0.2 ms of every embed()) until the
+    session's value has been found equal to them, and again whenever the session's value changes.
+    So a database setting changed while a session runs takes effect in new sessions, as
+    PostgreSQL's own settings do; a reloaded configuration file changes the session's value too."""
     session = settings["session_server"] or None
+    if backend.checked_server == (session,):
+        return session
+    if "server" in settings:
+        trusted = settings["server"] or None
+    else:
+        plan = _cached_plan(backend, plpy, "server", "SELECT fastembed_ext._server_setting() AS server", [])
+        trusted = plpy.execute(plan)[0]["server"] or None
     if session != trusted:
         fail(
             "fastembed_ext.server is set in this session, but only a database or cluster setting is used",
@@ -142,6 +154,7 @@ def _server(settings: dict[str, Any]) -> str | None:
             hint="RESET fastembed_ext.server. The database's owner sets it with ALTER DATABASE ... SET "
             "fastembed_ext.server = 'unix:/path/to/server.sock'; a superuser in postgresql.conf.",
         )
+    backend.checked_server = (session,)
     return trusted
 
 
@@ -149,7 +162,7 @@ def resolve(backend: Backend, plpy, model: str | None):
     """The model a statement asked for (None: the database's default) and what embeds with it:
     its encoder, loaded in this backend, or the machine's embedding server."""
     info, settings = lookup(backend, plpy, model)
-    server = _server(settings)
+    server = _server(backend, plpy, settings)
     if server is None:
         backend.apply_threads(settings["threads"])
     if model is None:

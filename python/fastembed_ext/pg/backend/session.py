@@ -40,6 +40,9 @@ class Backend:
         self.connections: dict[tuple[str, float], Any] = {}
         # (server URL, timeout setting, model name, path, fingerprint) -> the model's Remote
         self.remotes: dict[tuple, Any] = {}
+        # (fastembed_ext.server as this session last saw it,) once found equal to the database's
+        # or cluster's setting (models._server)
+        self.checked_server: tuple[str | None] | None = None
         # attachment id -> keys of rows whose text the running UPDATE changed (sync attachments)
         self.changed: dict[int, list[str]] = {}
 
