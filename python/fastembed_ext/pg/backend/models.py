@@ -65,27 +65,27 @@ def registered_names(plpy) -> list[str]:
     return [r["name"] for r in plpy.execute("SELECT name FROM fastembed_ext.models ORDER BY 1")]
 
 
-_LOOKUP = """SELECT i OPERATOR(pg_catalog.->>) 'name' AS name, i OPERATOR(pg_catalog.->>) 'path' AS path,
+def lookup(backend: Backend, plpy, name: str | None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """(the registration of ``name`` or of the default model, or None; the session's settings,
+    with the database's or cluster's embedding server as "server" until `_server` has checked the
+    session's against it, None after)."""
+    plan = _cached_plan(
+        backend,
+        plpy,
+        "lookup",
+        """SELECT i OPERATOR(pg_catalog.->>) 'name' AS name, i OPERATOR(pg_catalog.->>) 'path' AS path,
                   i OPERATOR(pg_catalog.->>) 'fingerprint' AS fingerprint,
                   (i OPERATOR(pg_catalog.->>) 'dim')::pg_catalog.int4 AS dim,
                   i OPERATOR(pg_catalog.->>) 'similarity' AS similarity,
                   pg_catalog.current_setting('fastembed_ext.threads', true) AS threads,
                   pg_catalog.current_setting('fastembed_ext.default_model', true) AS session_default,
+                  CASE WHEN $2 THEN fastembed_ext._server_setting() END AS server,
                   pg_catalog.current_setting('fastembed_ext.server', true) AS session_server,
-                  pg_catalog.current_setting('fastembed_ext.server_timeout', true) AS server_timeout{server}
-           FROM fastembed_ext._model($1) AS i"""
-
-
-def lookup(backend: Backend, plpy, name: str | None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """(the registration of ``name`` or of the default model, or None; the session's settings,
-    with the database's or cluster's embedding server as "server" until `_server` has checked the
-    session against it)."""
-    if backend.checked_server is None:
-        plan = _cached_plan(backend, plpy, "lookup+server",
-                            _LOOKUP.format(server=",\n                  fastembed_ext._server_setting() AS server"), ["text"])
-    else:
-        plan = _cached_plan(backend, plpy, "lookup", _LOOKUP.format(server=""), ["text"])
-    row = plpy.execute(plan, [name])[0]
+                  pg_catalog.current_setting('fastembed_ext.server_timeout', true) AS server_timeout
+           FROM fastembed_ext._model($1) AS i""",
+        ["text", "boolean"],
+    )
+    row = plpy.execute(plan, [name, backend.checked_server is None])[0]
     # (fields, not the record as JSON: a new backend would import json only to read it; the
     # function in FROM runs once, where a subquery's column would be run for each field)
     info = None
@@ -140,7 +140,7 @@ def _server(backend: Backend, plpy, settings: dict[str, Any]) -> str | None:
     session = settings["session_server"] or None
     if backend.checked_server == (session,):
         return session
-    if "server" in settings:
+    if backend.checked_server is None:  # `lookup` read it
         trusted = settings["server"] or None
     else:
         plan = _cached_plan(backend, plpy, "server", "SELECT fastembed_ext._server_setting() AS server", [])
