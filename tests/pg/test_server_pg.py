@@ -87,7 +87,8 @@ def test_vectors_through_the_server_equal_the_engines(srv_db, encoder, dot_encod
 # What a new connection's first embed() may not import: the engine, numpy, and the standard
 # library's modules that would each cost it milliseconds (the figure is bench_server.py's first call).
 _HEAVY = ("fastembed_ext._native", "numpy", "torch", "typing", "json", "re", "socket", "selectors",
-          "threading", "functools", "collections", "enum", "warnings", "pathlib", "fastembed_ext.client")
+          "threading", "functools", "collections", "enum", "warnings", "pathlib", "fastembed_ext.client",
+          "fastembed_ext.pg.backend.tables")
 
 
 def test_a_new_connections_first_embed_imports_little(srv_db):

@@ -11,7 +11,7 @@ import os
 import fastembed_ext
 
 from ..vectors import vector_literal
-from . import models, tables
+from . import models  # (and .tables where used: a backend that only embeds never needs it)
 from .errors import entry, fail, from_engine
 from .remote import Remote
 
@@ -120,6 +120,8 @@ class Backend:
     def embed_batch(self, plpy, contents: list[str | None], model: str | None,
                     prompt_name: str | None = None) -> list[str | None]:
         found, enc = models.resolve(self, plpy, model)
+        from . import tables
+
         return tables._embed_literals(self, plpy, found, enc, contents, prompt_name)
 
     @entry
@@ -141,11 +143,15 @@ class Backend:
     @entry
     def attach_embedding(self, plpy, tbl, source_column, vector_column, model, key_column, mode,
                          chunking=None, backfill=True) -> int:
+        from . import tables
+
         return tables.attach(self, plpy, tbl, source_column, vector_column, model, key_column, mode, chunking,
                              backfill is not False)
 
     @entry
     def backfill(self, plpy, tbl, vector_column, batch_rows) -> None:
+        from . import tables
+
         tables.backfill(self, plpy, tbl, vector_column, batch_rows)
 
     @entry
@@ -158,18 +164,26 @@ class Backend:
 
     @entry
     def detach_embedding(self, plpy, tbl, vector_column) -> bool:
+        from . import tables
+
         return tables.detach(self, plpy, tbl, vector_column)
 
     @entry
     def embed_attached(self, plpy, attachment_id: int, texts: list[str | None]) -> list[str | None]:
+        from . import tables
+
         return tables.embed_attached(self, plpy, attachment_id, texts)
 
     @entry
     def create_embedding_index(self, plpy, tbl, vector_column, model, m, ef_construction) -> str:
+        from . import tables
+
         return tables.create_index(self, plpy, tbl, vector_column, model, m, ef_construction)
 
     @entry
     def search(self, plpy, tbl, vector_column, query, k, model) -> list[tuple[str, float]]:
+        from . import tables
+
         return tables.search(self, plpy, tbl, vector_column, query, k, model)
 
     @entry
