@@ -68,7 +68,7 @@ def registered_names(plpy) -> list[str]:
 def lookup(backend: Backend, plpy, name: str | None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """(the registration of ``name`` or of the default model, or None; the session's settings,
     with the database's or cluster's embedding server as "server" until `_server` has checked the
-    session's against it, None after)."""
+    session's value against it)."""
     plan = _cached_plan(
         backend,
         plpy,
@@ -85,13 +85,16 @@ def lookup(backend: Backend, plpy, name: str | None) -> tuple[dict[str, Any] | N
            FROM fastembed_ext._model($1) AS i""",
         ["text", "boolean"],
     )
-    row = plpy.execute(plan, [name, backend.checked_server is None])[0]
+    read_server = backend.checked_server is None
+    row = dict(plpy.execute(plan, [name, read_server])[0])
+    if not read_server:
+        del row["server"]
     # (fields, not the record as JSON: a new backend would import json only to read it; the
     # function in FROM runs once, where a subquery's column would be run for each field)
     info = None
     if row["name"] is not None:
         info = {key: row[key] for key in ("name", "path", "fingerprint", "dim", "similarity")}
-    return info, dict(row)
+    return info, row
 
 
 def is_admin(plpy) -> bool:
@@ -140,7 +143,7 @@ def _server(backend: Backend, plpy, settings: dict[str, Any]) -> str | None:
     session = settings["session_server"] or None
     if backend.checked_server == (session,):
         return session
-    if backend.checked_server is None:  # `lookup` read it
+    if "server" in settings:  # `lookup` read it
         trusted = settings["server"] or None
     else:
         plan = _cached_plan(backend, plpy, "server", "SELECT fastembed_ext._server_setting() AS server", [])

@@ -11,7 +11,7 @@ import os
 import fastembed_ext
 
 from ..vectors import vector_literal
-from . import models  # (and .tables where used: a backend that only embeds never needs it)
+from . import models
 from .errors import entry, fail, from_engine
 from .remote import Remote
 
@@ -21,6 +21,13 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .models import Model
+
+
+def _tables():
+    """The tables module, imported on first use: a backend that only embeds never needs it."""
+    from . import tables
+
+    return tables
 
 
 class Backend:
@@ -120,9 +127,7 @@ class Backend:
     def embed_batch(self, plpy, contents: list[str | None], model: str | None,
                     prompt_name: str | None = None) -> list[str | None]:
         found, enc = models.resolve(self, plpy, model)
-        from . import tables
-
-        return tables._embed_literals(self, plpy, found, enc, contents, prompt_name)
+        return _tables()._embed_literals(self, plpy, found, enc, contents, prompt_name)
 
     @entry
     def register_model(self, plpy, name: str, path: str) -> dict[str, Any]:
@@ -143,16 +148,12 @@ class Backend:
     @entry
     def attach_embedding(self, plpy, tbl, source_column, vector_column, model, key_column, mode,
                          chunking=None, backfill=True) -> int:
-        from . import tables
-
-        return tables.attach(self, plpy, tbl, source_column, vector_column, model, key_column, mode, chunking,
-                             backfill is not False)
+        return _tables().attach(self, plpy, tbl, source_column, vector_column, model, key_column, mode, chunking,
+                                backfill is not False)
 
     @entry
     def backfill(self, plpy, tbl, vector_column, batch_rows) -> None:
-        from . import tables
-
-        tables.backfill(self, plpy, tbl, vector_column, batch_rows)
+        _tables().backfill(self, plpy, tbl, vector_column, batch_rows)
 
     @entry
     def note_changed(self, plpy, attachment_id: int, key: str) -> None:
@@ -164,27 +165,19 @@ class Backend:
 
     @entry
     def detach_embedding(self, plpy, tbl, vector_column) -> bool:
-        from . import tables
-
-        return tables.detach(self, plpy, tbl, vector_column)
+        return _tables().detach(self, plpy, tbl, vector_column)
 
     @entry
     def embed_attached(self, plpy, attachment_id: int, texts: list[str | None]) -> list[str | None]:
-        from . import tables
-
-        return tables.embed_attached(self, plpy, attachment_id, texts)
+        return _tables().embed_attached(self, plpy, attachment_id, texts)
 
     @entry
     def create_embedding_index(self, plpy, tbl, vector_column, model, m, ef_construction) -> str:
-        from . import tables
-
-        return tables.create_index(self, plpy, tbl, vector_column, model, m, ef_construction)
+        return _tables().create_index(self, plpy, tbl, vector_column, model, m, ef_construction)
 
     @entry
     def search(self, plpy, tbl, vector_column, query, k, model) -> list[tuple[str, float]]:
-        from . import tables
-
-        return tables.search(self, plpy, tbl, vector_column, query, k, model)
+        return _tables().search(self, plpy, tbl, vector_column, query, k, model)
 
     @entry
     def migrate_registry_0_2_0(self, plpy) -> None:
